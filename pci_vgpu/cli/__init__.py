@@ -1,0 +1,1 @@
+"""The ``pci-vgpu`` operator command line (cliff)."""

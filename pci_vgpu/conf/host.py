@@ -1,0 +1,42 @@
+"""``[host]``: which virt driver this host runs and where state lives."""
+
+from __future__ import annotations
+
+import os
+
+from oslo_config import cfg
+
+GROUP = cfg.OptGroup("host", title="The compute host")
+
+
+def _default_state_dir() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "pci-vgpu")
+
+
+OPTS = [
+    cfg.StrOpt(
+        "driver",
+        default="libvirt",
+        help="Virt driver to load from the ``pci_vgpu.virt_drivers`` "
+             "stevedore namespace: libvirt, xenserver or noop."),
+    cfg.StrOpt(
+        "hostname",
+        default="localhost",
+        help="Name of this compute node in the database."),
+    cfg.StrOpt(
+        "state_dir",
+        default=_default_state_dir(),
+        sample_default="$XDG_STATE_HOME/pci-vgpu",
+        help="Directory for the embedded SQLite database and other state."),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(GROUP)
+    conf.register_opts(OPTS, group=GROUP)
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    return [(GROUP.name, OPTS)]

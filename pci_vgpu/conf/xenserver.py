@@ -1,0 +1,38 @@
+"""``[xenserver]``: the XenServer / XCP-ng driver (XenAPI)."""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+GROUP = cfg.OptGroup("xenserver", title="XenServer virt driver")
+
+OPTS = [
+    cfg.StrOpt(
+        "connection_url",
+        default="",
+        help="URL of the XAPI endpoint, e.g. https://xenserver1.  Empty "
+             "means the bundled XAPI simulator, started on 127.0.0.1."),
+    cfg.StrOpt(
+        "connection_username",
+        default="root",
+        help="XenAPI user name."),
+    cfg.StrOpt(
+        "connection_password",
+        default="",
+        secret=True,
+        help="XenAPI password (never logged)."),
+    cfg.StrOpt(
+        "simulator_host",
+        default="grid-k2",
+        help="Host description the bundled simulator loads when "
+             "``connection_url`` is empty (a shipped name or a file path)."),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(GROUP)
+    conf.register_opts(OPTS, group=GROUP)
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    return [(GROUP.name, OPTS)]

@@ -1,0 +1,1 @@
+"""Virt drivers: the hypervisor side of pci_vgpu (see ``driver.py``)."""
