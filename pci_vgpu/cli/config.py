@@ -1,0 +1,96 @@
+"""Loading pci_vgpu's configuration for the command line.
+
+The CLI reads oslo.config files given with ``--config-file`` /
+``--config-dir``; with neither, it reads the usual places
+(``~/.pci-vgpu/``, ``/etc/pci-vgpu/`` ...) and, when nothing is found there,
+the bundled ``defaults.conf``.  The bundled file describes the embedded
+defaults (the bundled libvirt test host and XAPI simulator) so that every
+command works on a laptop with no file at all.  User files never *add to* the
+bundled one: multi-valued options such as ``[pci] alias`` would otherwise mix
+the demo's aliases into an operator's.
+"""
+
+from __future__ import annotations
+
+import os
+import typing as ty
+
+from oslo_config import cfg
+
+from pci_vgpu import conf as pci_conf
+from pci_vgpu import exception
+
+PROJECT = "pci-vgpu"
+BUNDLED_DEFAULTS = os.path.join(os.path.dirname(__file__), "defaults.conf")
+
+
+class ConfigFileNotFound(exception.Invalid):
+    msg_fmt = "Configuration %(kind)s %(path)s does not exist; give an existing path."
+
+
+class ConfigFileInvalid(exception.Invalid):
+    msg_fmt = "Configuration in %(path)s cannot be read: %(reason)s"
+
+
+class ConfigOptionInvalid(exception.Invalid):
+    msg_fmt = "Option [%(group)s] %(option)s in %(path)s is not valid: %(reason)s"
+
+
+def _check_paths(paths: ty.Sequence[str], kind: str, check: ty.Callable[[str], bool]) -> None:
+    for path in paths:
+        if not check(path):
+            raise ConfigFileNotFound(kind=kind, path=path)
+
+
+def choose_files(files: ty.Sequence[str], dirs: ty.Sequence[str]) -> tuple[list[str], list[str]]:
+    """Return the (files, dirs) to parse, falling back to the bundled file.
+
+    :raises: ConfigFileNotFound naming a file or directory that is missing.
+    """
+    _check_paths(files, "file", os.path.isfile)
+    _check_paths(dirs, "directory", os.path.isdir)
+    if files or dirs:
+        return list(files), list(dirs)
+    found = cfg.find_config_files(project=PROJECT)
+    found_dirs = cfg.find_config_dirs(project=PROJECT)
+    if found or found_dirs:
+        return list(found), list(found_dirs)
+    return [BUNDLED_DEFAULTS], []
+
+
+def load(files: ty.Sequence[str] = (), dirs: ty.Sequence[str] = (),
+         conf: cfg.ConfigOpts | None = None) -> cfg.ConfigOpts:
+    """(Re)load ``conf`` (the global CONF by default) from files only.
+
+    Command-line options are cliff's business, so oslo.config sees no argv.
+    The object is reset first: in-process runners (tests, the demo, cliff's
+    interactive mode) load configuration more than once.
+
+    :raises: ConfigFileNotFound, ConfigFileInvalid.
+    """
+    conf = pci_conf.CONF if conf is None else conf
+    chosen_files, chosen_dirs = choose_files(files, dirs)
+    conf.reset()
+    try:
+        conf([], project=PROJECT, default_config_files=chosen_files,
+             default_config_dirs=chosen_dirs, validate_default_values=True)
+    except (cfg.Error, ValueError) as exc:
+        raise ConfigFileInvalid(path=", ".join(chosen_files + chosen_dirs),
+                                reason=str(exc).strip().splitlines()[0]) from exc
+    _validate(conf, ", ".join(chosen_files + chosen_dirs))
+    return conf
+
+
+def _validate(conf: cfg.ConfigOpts, path: str) -> None:
+    """Read every pci_vgpu option now: oslo.config checks values lazily.
+
+    :raises: ConfigOptionInvalid naming the group, option and allowed values.
+    """
+    for group, opts in pci_conf.list_opts():
+        for opt in opts:
+            try:
+                getattr(conf[group], opt.dest)
+            except (cfg.Error, ValueError) as exc:
+                reason = str(exc).rsplit("is not valid: ", 1)[-1]
+                raise ConfigOptionInvalid(group=group, option=opt.name, path=path,
+                                          reason=reason) from exc
