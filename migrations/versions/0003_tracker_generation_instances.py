@@ -1,0 +1,49 @@
+"""Tracker state: compute_nodes.generation and the instances table.
+
+``generation`` is the compare-and-swap counter of claims (see
+``pci_vgpu.db.api``); ``instances`` records each guest's requests, NUMA
+cells and whether its devices are claimed or allocated.
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+from __future__ import annotations
+
+from alembic import op
+import sqlalchemy as sa
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("compute_nodes") as batch:
+        batch.add_column(sa.Column("generation", sa.Integer, nullable=False,
+                                   server_default="0"))
+    op.create_table(
+        "instances",
+        sa.Column("created_at", sa.DateTime),
+        sa.Column("updated_at", sa.DateTime),
+        sa.Column("id", sa.Integer, primary_key=True, nullable=False),
+        sa.Column("uuid", sa.String(36), nullable=False),
+        sa.Column("compute_node_id", sa.Integer,
+                  sa.ForeignKey("compute_nodes.id",
+                                name="instances_compute_node_id_fkey"),
+                  nullable=False),
+        sa.Column("name", sa.String(255)),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("pci_requests", sa.Text, nullable=False),
+        sa.Column("numa_cells", sa.Text),
+        sa.UniqueConstraint("uuid", name="uniq_instances0uuid"),
+    )
+    op.create_index("ix_instances_compute_node_id", "instances",
+                    ["compute_node_id"])
+
+
+def downgrade() -> None:
+    op.drop_table("instances")
+    with op.batch_alter_table("compute_nodes") as batch:
+        batch.drop_column("generation")

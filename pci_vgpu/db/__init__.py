@@ -1,0 +1,1 @@
+"""Persistence of the device tracker: models, sessions and migrations."""
