@@ -1,0 +1,239 @@
+"""Pure vGPU capacity rules: how a GPU's vGPU types share it.
+
+No objects, no I/O: plain data in, plain data out, so that pci_vgpu's
+``PciDeviceStats`` and Nova's own (in the patch series) call the very same
+functions instead of keeping two copies of the rules.
+
+A GPU is summarised by a :class:`GpuState`:
+
+* ``max_instances[T]``: instances of type ``T`` the *empty* GPU can host
+  (driver-reported ``vgpu_types[T]["max"]``);
+* ``existing[T]``: vGPUs of type ``T`` that exist on the GPU now, in use or
+  free (a free existing mdev is reusable capacity, and it still occupies the
+  GPU, so it takes part in the sharing rule);
+* ``in_use[T]``: of those, how many are claimed or allocated;
+* ``whole``: what the GPU itself is doing as a whole PCI device.
+
+Sharing rules (``sharing``), as the hardware does it:
+
+``one-type``  time-sliced GPUs (NVIDIA): once a vGPU of type A exists, other
+              types have no room until the GPU is empty again.  The lock is
+              decided by what exists, not by configuration.
+``budget``    types mix (Intel GVT-g): each instance of ``T`` uses
+              ``1/max_instances[T]`` of the GPU; exact fractions, no floats.
+
+And across both: a GPU given whole has no vGPU capacity; a GPU with any vGPU
+in use cannot be given whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fractions
+import typing as ty
+
+from pci_vgpu import pool_errors
+
+ONE_TYPE = "one-type"
+BUDGET = "budget"
+SHARING_MODES = (ONE_TYPE, BUDGET)
+
+#: The GPU device is tracked and free to be given whole.
+WHOLE_FREE = "free"
+#: The GPU is claimed/allocated whole: no vGPU can live on it.
+WHOLE_USED = "used"
+#: The GPU cannot be given whole (held by a relative) but may host vGPUs.
+WHOLE_BLOCKED = "blocked"
+#: The GPU device itself is not a tracked assignable device.
+WHOLE_ABSENT = "absent"
+WHOLE_STATES = (WHOLE_FREE, WHOLE_USED, WHOLE_BLOCKED, WHOLE_ABSENT)
+
+PACK = "pack"
+SPREAD = "spread"
+PLACEMENT_POLICIES = (PACK, SPREAD)
+
+
+@dataclasses.dataclass
+class GpuState:
+    """Capacity state of one GPU (or one NVIDIA vendor-VFIO VF)."""
+
+    #: PCI address of the GPU; the identity of the state.
+    address: str
+    #: ``one-type`` or ``budget``.
+    sharing: str
+    #: type id -> instances of that type on the empty GPU (>= 1).
+    max_instances: dict[str, int]
+    #: type id -> vGPUs of that type that exist (free or in use).
+    existing: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: type id -> vGPUs of that type claimed or allocated.
+    in_use: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: One of :data:`WHOLE_STATES`.
+    whole: str = WHOLE_ABSENT
+
+    def copy(self) -> GpuState:
+        """Independent copy; cheaper than ``copy.deepcopy`` (flat dicts)."""
+        return GpuState(self.address, self.sharing, dict(self.max_instances),
+                        dict(self.existing), dict(self.in_use), self.whole)
+
+
+def new_gpu_state(address: str, sharing: str,
+                  max_instances: ty.Mapping[str, ty.Any],
+                  whole: str = WHOLE_ABSENT) -> GpuState:
+    """Build a validated, empty :class:`GpuState`.
+
+    :raises: InvalidVgpuSharing for an unknown sharing mode,
+        InvalidVgpuMaxInstances for a max that is not an integer >= 1.
+    """
+    if sharing not in SHARING_MODES:
+        raise pool_errors.InvalidVgpuSharing(
+            address=address, value=sharing, allowed=", ".join(SHARING_MODES))
+    maxes: dict[str, int] = {}
+    for type_id, value in max_instances.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise pool_errors.InvalidVgpuMaxInstances(
+                address=address, vgpu_type=type_id, value=value)
+        maxes[type_id] = value
+    return GpuState(address, sharing, maxes, whole=whole)
+
+
+def spare(state: GpuState, type_id: str) -> int:
+    """Existing free vGPUs of ``type_id`` (reusable without creating one)."""
+    return max(0, state.existing.get(type_id, 0) - state.in_use.get(type_id, 0))
+
+
+def total_in_use(state: GpuState) -> int:
+    """vGPUs of any type claimed or allocated on the GPU."""
+    return sum(state.in_use.values())
+
+
+def occupied(state: GpuState) -> fractions.Fraction:
+    """Fraction of the GPU taken by existing vGPUs (0 = empty, 1 = full).
+
+    Each instance of ``T`` takes ``1/max(T)``: the budget rule, and also the
+    right fill level for one-type GPUs since only one type exists there.
+    """
+    used = fractions.Fraction(0)
+    for type_id, count in state.existing.items():
+        if count:
+            used += fractions.Fraction(count, state.max_instances[type_id])
+    return used
+
+
+def locking_type(state: GpuState, type_id: str) -> str | None:
+    """The other type that keeps ``type_id`` off a one-type GPU, if any."""
+    if state.sharing != ONE_TYPE:
+        return None
+    for other, count in sorted(state.existing.items()):
+        if count and other != type_id:
+            return other
+    return None
+
+
+def vgpus_blocked(state: GpuState) -> bool:
+    """True when the GPU is given whole, so no vGPU may use it."""
+    return state.whole == WHOLE_USED
+
+
+def creatable(state: GpuState, type_id: str) -> int:
+    """New vGPUs of ``type_id`` that could still be created on the GPU."""
+    maximum = state.max_instances.get(type_id, 0)
+    if not maximum or vgpus_blocked(state):
+        return 0
+    if state.sharing == ONE_TYPE:
+        if locking_type(state, type_id) is not None:
+            return 0
+        return max(0, maximum - state.existing.get(type_id, 0))
+    left = 1 - occupied(state)
+    return max(0, int(left * maximum))  # int() floors a non-negative Fraction
+
+
+def free_instances(state: GpuState, type_id: str) -> int:
+    """vGPUs of ``type_id`` the GPU can hand out now: spare + creatable."""
+    if type_id not in state.max_instances or vgpus_blocked(state):
+        return 0
+    return spare(state, type_id) + creatable(state, type_id)
+
+
+def whole_assignable(state: GpuState) -> bool:
+    """True when the GPU may be given whole: free and no vGPU in use."""
+    return state.whole == WHOLE_FREE and total_in_use(state) == 0
+
+
+def consume_instance(state: GpuState, type_id: str) -> bool:
+    """Take one vGPU of ``type_id``; reuse a spare one before creating one.
+
+    :returns: True when an existing spare vGPU was reused, False when a new
+        one is counted as created.
+    :raises: VgpuTypeNotSupported, VgpuCapacityExceeded.
+    """
+    if type_id not in state.max_instances:
+        raise pool_errors.VgpuTypeNotSupported(
+            vgpu_type=type_id, address=state.address,
+            supported=", ".join(sorted(state.max_instances)) or "none")
+    if free_instances(state, type_id) < 1:
+        raise pool_errors.VgpuCapacityExceeded(
+            vgpu_type=type_id, address=state.address,
+            reason=explain_no_capacity(state, type_id))
+    reused = spare(state, type_id) > 0
+    if not reused:
+        state.existing[type_id] = state.existing.get(type_id, 0) + 1
+    state.in_use[type_id] = state.in_use.get(type_id, 0) + 1
+    return reused
+
+
+def release_instance(state: GpuState, type_id: str, destroy: bool) -> None:
+    """Give back one in-use vGPU of ``type_id``.
+
+    :param destroy: the vGPU stops existing (a created mdev that is deleted,
+        or a consume undone); otherwise it stays as a spare.
+    :raises: VgpuReleaseUnderflow when none of that type is in use.
+    """
+    if state.in_use.get(type_id, 0) < 1:
+        raise pool_errors.VgpuReleaseUnderflow(
+            address=state.address, vgpu_type=type_id)
+    state.in_use[type_id] -= 1
+    if destroy:
+        state.existing[type_id] -= 1
+
+
+def explain_no_capacity(state: GpuState, type_id: str) -> str:
+    """A sentence saying why ``type_id`` has no free instance on the GPU."""
+    if type_id not in state.max_instances:
+        return "type not supported by the GPU"
+    if vgpus_blocked(state):
+        return "the GPU is given whole to a guest"
+    other = locking_type(state, type_id)
+    if other is not None:
+        return ("the GPU hosts vGPU type %s and can host one type at a time"
+                % other)
+    if free_instances(state, type_id) < 1:
+        return ("all %d instance(s) in use (%s sharing)"
+                % (state.max_instances[type_id], state.sharing))
+    return "it has free instances"
+
+
+def validate_policy(policy: str) -> str:
+    """:raises: InvalidPlacementPolicy unless ``policy`` is pack or spread."""
+    if policy not in PLACEMENT_POLICIES:
+        raise pool_errors.InvalidPlacementPolicy(
+            value=policy, allowed=", ".join(PLACEMENT_POLICIES))
+    return policy
+
+
+def placement_key(state: GpuState,
+                  policy: str) -> tuple[fractions.Fraction, str]:
+    """Sort key putting the preferred GPU first for ``policy``.
+
+    ``pack`` fills the fullest GPU first (XenServer depth_first), ``spread``
+    uses the emptiest first (breadth_first); the address breaks ties so the
+    order is deterministic for the same state.
+    """
+    fill = occupied(state)
+    return (-fill if policy == PACK else fill, state.address)
+
+
+def order_for_policy(states: ty.Iterable[GpuState],
+                     policy: str) -> list[GpuState]:
+    """GPUs in the order a ``policy`` placement tries them."""
+    validate_policy(policy)
+    return sorted(states, key=lambda s: placement_key(s, policy))
