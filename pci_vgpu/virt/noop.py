@@ -43,12 +43,24 @@ class _Guest:
     running: bool = True
 
 
+def attr(obj: ty.Any, name: str) -> ty.Any:
+    """``obj.name``, or None when a versioned object's field is unset.
+
+    Reading an unset field of an oslo versioned object raises instead of
+    returning a default, and ``getattr(obj, name, None)`` does not catch that.
+    """
+    fields = getattr(obj, "fields", None)
+    if fields is not None and name in fields and not obj.obj_attr_is_set(name):
+        return None
+    return getattr(obj, name, None)
+
+
 def device_key(device: PciDevice) -> str:
     """Name a device the way a guest refers to it: mdev UUID, else address.
 
     :raises: VirtDriverError if the device has neither (a caller bug).
     """
-    key = getattr(device, "mdev_uuid", None) or getattr(device, "address", None)
+    key = attr(device, "mdev_uuid") or attr(device, "address")
     if not key:
         raise virt_exc.VirtDriverError(
             driver=NAME, reason="device %r has neither mdev_uuid nor address" % (device,))
@@ -122,7 +134,7 @@ class NoopDriver(driver.VirtDriver):
         report = driver.HostInitReport()
         owned = set()
         for dev in allocated:
-            uuid = getattr(dev, "mdev_uuid", None)
+            uuid = attr(dev, "mdev_uuid")
             if not uuid:
                 continue
             owned.add(uuid)
@@ -139,9 +151,9 @@ class NoopDriver(driver.VirtDriver):
         :raises: VgpuCreateFailed if the UUID exists with another type or the
             device is not an mdev.
         """
-        uuid = getattr(device, "mdev_uuid", None)
-        vgpu_type = getattr(device, "vgpu_type", None)
-        parent = getattr(device, "parent_addr", None)
+        uuid = attr(device, "mdev_uuid")
+        vgpu_type = attr(device, "vgpu_type")
+        parent = attr(device, "parent_addr")
         if not uuid or not vgpu_type:
             raise virt_exc.VgpuCreateFailed(
                 driver=NAME, mdev_uuid=uuid, vgpu_type=vgpu_type, parent_addr=parent,
@@ -153,11 +165,11 @@ class NoopDriver(driver.VirtDriver):
                 reason="it already exists with type %s" % known.vgpu_type)
         self._vgpus[uuid] = driver.VgpuInfo(
             mdev_uuid=uuid, parent_addr=parent, vgpu_type=vgpu_type, backend="mdev",
-            instance_uuid=getattr(device, "instance_uuid", None))
+            instance_uuid=attr(device, "instance_uuid"))
 
     def release_vgpu(self, device: PciDevice) -> None:
         """Forget the vGPU; one already gone is fine (see the interface)."""
-        uuid = getattr(device, "mdev_uuid", None)
+        uuid = attr(device, "mdev_uuid")
         if uuid:
             self._vgpus.pop(uuid, None)
 
@@ -173,7 +185,7 @@ class NoopDriver(driver.VirtDriver):
                 driver=NAME, guest=guest.name, reason="guest %s already exists" % guest.uuid)
         keys = [device_key(d) for d in devices]
         missing = [k for d, k in zip(devices, keys)
-                   if getattr(d, "mdev_uuid", None) and k not in self._vgpus]
+                   if attr(d, "mdev_uuid") and k not in self._vgpus]
         if missing:
             raise virt_exc.GuestSpawnFailed(
                 driver=NAME, guest=guest.name,
@@ -210,7 +222,7 @@ class NoopDriver(driver.VirtDriver):
     def _attach_problem(self, guest: _Guest, dev: PciDevice, key: str) -> str | None:
         if key in guest.devices:
             return "it is already attached"
-        if getattr(dev, "mdev_uuid", None) and key not in self._vgpus:
+        if attr(dev, "mdev_uuid") and key not in self._vgpus:
             return "the vGPU was not prepared"
         return None
 
