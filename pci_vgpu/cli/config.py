@@ -19,6 +19,7 @@ from oslo_config import cfg
 
 from pci_vgpu import conf as pci_conf
 from pci_vgpu import exception
+from pci_vgpu.cli import flavors
 
 PROJECT = "pci-vgpu"
 BUNDLED_DEFAULTS = os.path.join(os.path.dirname(__file__), "defaults.conf")
@@ -69,6 +70,7 @@ def load(files: ty.Sequence[str] = (), dirs: ty.Sequence[str] = (),
     :raises: ConfigFileNotFound, ConfigFileInvalid.
     """
     conf = pci_conf.CONF if conf is None else conf
+    flavors.register_opts(conf)
     chosen_files, chosen_dirs = choose_files(files, dirs)
     conf.reset()
     try:
@@ -86,7 +88,7 @@ def _validate(conf: cfg.ConfigOpts, path: str) -> None:
 
     :raises: ConfigOptionInvalid naming the group, option and allowed values.
     """
-    for group, opts in pci_conf.list_opts():
+    for group, opts in pci_conf.list_opts() + [(flavors.GROUP.name, flavors.OPTS)]:
         for opt in opts:
             try:
                 getattr(conf[group], opt.dest)
