@@ -33,6 +33,9 @@ DevType = fields.PciDeviceType
 
 #: dev_dict keys that only the state machine or the database may set.
 _NOT_FROM_HYPERVISOR = ("status", "instance_uuid", "id", "extra_info")
+#: Nullable fields a new record starts with as None, so that the state
+#: machine can read them without "in" checks.
+_NULL_UNTIL_SET = ("instance_uuid", "request_id", "mdev_uuid")
 #: extra_info tags dropped when the hypervisor stops reporting them (Nova's).
 _TAGS_TO_CLEAN = ("managed", "live_migratable")
 
@@ -101,6 +104,9 @@ class PciDevice(base.PciVgpuPersistentObject, base.PciVgpuObject):
         pci_device._context = context
         pci_device.obj_set_defaults("extra_info")
         pci_device.update_device(dict(dev_dict))
+        for key in _NULL_UNTIL_SET:
+            if not pci_device.obj_attr_is_set(key):
+                setattr(pci_device, key, None)
         pci_device.status = Status.AVAILABLE
         pci_device.uuid = uuidutils.generate_uuid()
         return pci_device
@@ -137,11 +143,15 @@ class PciDevice(base.PciVgpuPersistentObject, base.PciVgpuObject):
         if key == "mdev_uuid" and value is not None:
             value = _canonical_uuid(value, dev_dict)
         try:
-            setattr(self, key, value)
+            value = self.fields[key].coerce(self, key, value)
         except (ValueError, TypeError) as exc:
             raise exception.PciDeviceInvalidField(
                 device=_ident_of_dict(dev_dict), field=key, value=value,
                 reason=str(exc)) from exc
+        # Assign only real changes so that a periodic resync of an unchanged
+        # device leaves nothing for the tracker to write.
+        if not self.obj_attr_is_set(key) or getattr(self, key) != value:
+            setattr(self, key, value)
 
     # -- identity ---------------------------------------------------------
 
