@@ -26,6 +26,13 @@ OPTS = [
         default="grid-k2",
         help="Host description the bundled simulator loads when "
              "``connection_url`` is empty (a shipped name or a file path)."),
+    cfg.ListOpt(
+        "pci_numa_nodes",
+        default=[],
+        help="NUMA node of GPUs as ``PCI_ADDRESS_PREFIX=NODE`` items, e.g. "
+             "``0000:08=0,0000:85=1``: XAPI records no NUMA node for a PCI "
+             "device.  The longest matching prefix wins; unmatched GPUs and "
+             "their vGPUs have no NUMA affinity."),
 ]
 
 
