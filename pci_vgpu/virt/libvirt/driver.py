@@ -1,0 +1,195 @@
+"""The libvirt virt driver (stevedore name ``libvirt``).
+
+Construct it as ``LibvirtDriver(conf=CONF, dev_filter=Whitelist|None)``;
+tests may inject ``connection`` (any libvirt connection, e.g. a
+:class:`~pci_vgpu.virt.libvirt.testseam.TestDriverSeam`) and ``sysfs`` (a
+:class:`~pci_vgpu.sysfs.SysfsRoot` over a fake tree).
+
+An empty ``[libvirt] connection_uri`` opens the bundled 2-socket T4/V100
+host with the libvirt test driver; any ``test://`` connection is wrapped in
+the test seam so mdevs and hot-plug work on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import typing as ty
+
+import libvirt
+from oslo_config import cfg
+
+from pci_vgpu import sysfs as sysfs_mod
+from pci_vgpu.virt import driver
+from pci_vgpu.virt import exception
+from pci_vgpu.virt.libvirt import devices as devices_mod
+from pci_vgpu.virt.libvirt import guests
+from pci_vgpu.virt.libvirt import hostinit
+from pci_vgpu.virt.libvirt import inventory
+from pci_vgpu.virt.libvirt import mdev as mdev_mod
+from pci_vgpu.virt.libvirt import nvidia_vf
+from pci_vgpu.virt.libvirt import sharing
+from pci_vgpu.virt.libvirt import testseam
+
+LOG = logging.getLogger(__name__)
+
+HOSTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hosts")
+DEFAULT_HOST = os.path.join(HOSTS_DIR, "two-socket-t4-v100.xml")
+
+#: Seconds a detach waits for the guest to release the device.
+DETACH_TIMEOUT = 10.0
+
+
+def host_uri(name: str) -> str:
+    """``test:///`` URI of a bundled host file (``"intel-gvtg"``)."""
+    return "test://" + os.path.join(HOSTS_DIR, name + ".xml")
+
+
+def _open(uri: str) -> ty.Any:
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise exception.HypervisorUnavailable(connection=uri, reason=str(exc))
+    if uri.startswith("test://"):
+        LOG.info("Using the libvirt test driver at %(uri)s with pci_vgpu's "
+                 "test seam for mdev creation and hot-plug", {"uri": uri})
+        return testseam.TestDriverSeam(conn)
+    return conn
+
+
+class LibvirtDriver(driver.VirtDriver):
+    """GPUs, mdevs and NVIDIA vendor-VFIO VFs on a libvirt/KVM host."""
+
+    def __init__(self, conf: cfg.ConfigOpts | None = None,
+                 dev_filter: inventory.DeviceFilter | None = None,
+                 connection: ty.Any | None = None,
+                 sysfs: sysfs_mod.SysfsRoot | None = None) -> None:
+        if conf is None:
+            from pci_vgpu.conf import CONF as conf
+        self.conf = conf
+        self.dev_filter = dev_filter
+        self.uri = conf.libvirt.connection_uri or "test://" + DEFAULT_HOST
+        self.conn = connection if connection is not None else _open(self.uri)
+        self.sysfs = sysfs or sysfs_mod.SysfsRoot(conf.libvirt.sysfs_root)
+        self.mdevs: mdev_mod.MdevBackend = (
+            mdev_mod.SysfsBackend(self.sysfs) if conf.libvirt.mdev_backend == "sysfs"
+            else mdev_mod.NodedevBackend(self.conn))
+        self.max_memory = sharing.MaxMemory()
+        # One vGPU change at a time: availability is read then acted upon.
+        self._lock = threading.Lock()
+
+    def describe(self) -> driver.DriverInfo:
+        return driver.DriverInfo(
+            name="libvirt", hot_plug=True,
+            vgpu_backends=(devices_mod.MDEV, devices_mod.NVIDIA_VF),
+            connection="%s (mdev backend %s, sysfs %s)" % (
+                self._safe_uri(),
+                self.mdevs.name, self.sysfs.root))
+
+    def _safe_uri(self) -> str:
+        # Never print credentials a URI might carry (qemu+tls://user:pw@h).
+        scheme, sep, rest = self.uri.partition("://")
+        return scheme + sep + rest.rpartition("@")[2]
+
+    def _virt_type(self) -> str:
+        if str(self.conn.getType()).lower() == "test":
+            return "test"
+        return "kvm" if os.path.exists("/dev/kvm") else "qemu"
+
+    # -- inventory ---------------------------------------------------------
+    def get_pci_passthrough_devices(self) -> list[dict[str, ty.Any]]:
+        """:raises: VirtDriverError when libvirt fails (not for a vanished device)."""
+        try:
+            nodes = inventory.read_nodes(self.conn)
+            owners = self._mdev_owners()
+        except libvirt.libvirtError as exc:
+            raise exception.VirtDriverError(driver="libvirt", reason=str(exc))
+        return inventory.build(nodes, self.sysfs, self.max_memory, owners, self.dev_filter)
+
+    def _mdev_owners(self) -> dict[str, str]:
+        owners: dict[str, str] = {}
+        for guest in guests.list_guests(self.conn):
+            owners.update({u: guest.uuid for u in guest.mdev_uuids})
+            owners.update({a: guest.uuid for a in guest.pci_addresses})
+        return owners
+
+    def list_guests(self) -> list[driver.GuestInfo]:
+        return guests.list_guests(self.conn)
+
+    def list_vgpus(self) -> list[driver.VgpuInfo]:
+        """Every mdev (from the configured backend) and every typed VF."""
+        owners = self._mdev_owners()
+        found = [driver.VgpuInfo(mdev_uuid=m.mdev_uuid, parent_addr=m.parent_addr,
+                                 vgpu_type=m.mdev_type, backend=devices_mod.MDEV,
+                                 instance_uuid=owners.get(m.mdev_uuid))
+                 for m in self.mdevs.list()]
+        for dev in self.get_pci_passthrough_devices():
+            if dev.get("vgpu_backend") == devices_mod.NVIDIA_VF and dev.get("vgpu_current_type"):
+                found.append(driver.VgpuInfo(
+                    mdev_uuid=None, parent_addr=dev["address"],
+                    vgpu_type=dev["vgpu_current_type"], backend=devices_mod.NVIDIA_VF,
+                    instance_uuid=owners.get(dev["address"])))
+        return found
+
+    # -- vGPU lifecycle ----------------------------------------------------
+    def prepare_vgpu(self, device: ty.Any) -> None:
+        """:raises: VgpuCreateFailed; InvalidVgpuName for a bad UUID/type."""
+        view = devices_mod.view(device)
+        with self._lock:
+            if view.kind == devices_mod.MDEV:
+                self._create_mdev(view)
+            elif view.kind == devices_mod.NVIDIA_VF:
+                nvidia_vf.set_type(self.sysfs, ty.cast(str, view.address),
+                                   ty.cast(str, view.vgpu_type))
+
+    def _create_mdev(self, view: devices_mod.DeviceView) -> None:
+        for existing in self.mdevs.list():
+            if existing.mdev_uuid != view.mdev_uuid:
+                continue
+            if (existing.mdev_type, existing.parent_addr) == (view.vgpu_type, view.parent_addr):
+                return
+            raise exception.VgpuCreateFailed(
+                mdev_uuid=view.mdev_uuid, vgpu_type=view.vgpu_type,
+                parent_addr=view.parent_addr,
+                reason="that UUID already exists as type %s on %s" % (
+                    existing.mdev_type, existing.parent_addr))
+        self.mdevs.create(ty.cast(str, view.parent_addr), ty.cast(str, view.vgpu_type),
+                          ty.cast(str, view.mdev_uuid))
+
+    def release_vgpu(self, device: ty.Any) -> None:
+        """:raises: VgpuRemoveFailed (the vGPU is still there)."""
+        view = devices_mod.view(device)
+        with self._lock:
+            if view.kind == devices_mod.MDEV:
+                self.mdevs.remove(ty.cast(str, view.mdev_uuid), view.parent_addr)
+            elif view.kind == devices_mod.NVIDIA_VF:
+                nvidia_vf.release(self.sysfs, ty.cast(str, view.address))
+
+    def init_host(self, allocated: ty.Sequence[ty.Any]) -> driver.HostInitReport:
+        return hostinit.restore(self, allocated)
+
+    # -- guests ------------------------------------------------------------
+    def spawn(self, guest: driver.GuestSpec, devices: ty.Sequence[ty.Any]) -> None:
+        """:raises: GuestSpawnFailed; nothing of the guest is left defined."""
+        devs = [devices_mod.view(d).hostdev() for d in devices]
+        guests.spawn(self.conn, guest, devs, self._virt_type())
+
+    def destroy(self, guest_uuid: str) -> None:
+        guests.destroy(self.conn, guest_uuid)
+
+    def attach_devices(self, guest_uuid: str, devices: ty.Sequence[ty.Any]) -> None:
+        """:raises: DeviceAttachFailed, HotPlugNotSupported (nothing attached)."""
+        guests.attach(self.conn, guest_uuid, [devices_mod.view(d).hostdev() for d in devices])
+
+    def detach_devices(self, guest_uuid: str, devices: ty.Sequence[ty.Any]) -> None:
+        """:raises: DeviceDetachFailed with ``still_attached``."""
+        guests.detach(self.conn, guest_uuid,
+                      [devices_mod.view(d).hostdev() for d in devices], DETACH_TIMEOUT)
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except libvirt.libvirtError as exc:
+            LOG.warning("Closing %(uri)s failed: %(err)s", {"uri": self.uri, "err": exc})
+

@@ -1,0 +1,202 @@
+"""Create, remove and list mediated devices: two interchangeable backends.
+
+``sysfs``   writes the UUID to ``mdev_supported_types/<type>/create`` and
+            ``1`` to ``/sys/bus/mdev/devices/<uuid>/remove`` (through
+            oslo.privsep in production).  Transient: a host reboot loses it.
+``nodedev`` asks libvirt: ``nodeDeviceCreateXML`` (start now), then
+            ``nodeDeviceDefineXML`` and autostart (persist across reboots,
+            libvirt stores it through mdevctl) -- what Nova does today.
+
+Both validate the type and UUID before they touch a path or XML, and both
+leave nothing behind when a step fails.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import typing as ty
+
+import libvirt
+from lxml import etree
+
+from pci_vgpu import sysfs as sysfs_mod
+from pci_vgpu.virt import exception
+from pci_vgpu.virt.libvirt import names
+from pci_vgpu.virt.libvirt import nodedev
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Mdev:
+    """An existing mediated device."""
+
+    mdev_uuid: str
+    mdev_type: str
+    parent_addr: str
+
+
+class MdevBackend(ty.Protocol):
+    """What the driver needs from an mdev backend."""
+
+    name: str
+
+    def create(self, parent_addr: str, mdev_type: str, mdev_uuid: str) -> None: ...
+
+    def remove(self, mdev_uuid: str, parent_addr: str | None) -> None: ...
+
+    def list(self) -> list[Mdev]: ...
+
+
+def _create_failed(uuid_: str, type_: str, parent: str, reason: str) -> exception.VgpuCreateFailed:
+    return exception.VgpuCreateFailed(mdev_uuid=uuid_, vgpu_type=type_,
+                                      parent_addr=parent, reason=reason)
+
+
+class SysfsBackend:
+    """Transient mdevs through ``<sysfs_root>/sys`` writes."""
+
+    name = "sysfs"
+
+    def __init__(self, root: sysfs_mod.SysfsRoot) -> None:
+        self.root = root
+
+    def create(self, parent_addr: str, mdev_type: str, mdev_uuid: str) -> None:
+        """:raises: VgpuCreateFailed (type not offered, kernel refusal)."""
+        names.pci_address(parent_addr)
+        names.mdev_type(mdev_type)
+        mdev_uuid = names.mdev_uuid(mdev_uuid)
+        type_dir = self.root.pci_device(parent_addr, "mdev_supported_types", mdev_type)
+        if not self.root.exists(type_dir):
+            offered = self.root.listdir(self.root.pci_device(
+                parent_addr, "mdev_supported_types"))
+            raise _create_failed(mdev_uuid, mdev_type, parent_addr,
+                                 "the GPU offers types: %s" % (", ".join(offered) or "none"))
+        try:
+            self.root.write(os.path.join(type_dir, "create"), mdev_uuid)
+        except OSError as exc:
+            raise _create_failed(mdev_uuid, mdev_type, parent_addr,
+                                 "the kernel refused: %s" % (exc.strerror or exc))
+
+    def remove(self, mdev_uuid: str, parent_addr: str | None) -> None:
+        """:raises: VgpuRemoveFailed; an absent mdev is not an error."""
+        mdev_uuid = names.mdev_uuid(mdev_uuid)
+        remove = self.root.mdev_device(mdev_uuid, "remove")
+        if not self.root.exists(self.root.mdev_device(mdev_uuid)):
+            return
+        try:
+            self.root.write(remove, "1")
+        except OSError as exc:
+            raise exception.VgpuRemoveFailed(
+                mdev_uuid=mdev_uuid, parent_addr=parent_addr,
+                reason="the kernel refused: %s" % (exc.strerror or exc))
+
+    def list(self) -> list[Mdev]:
+        """Every mdev under ``/sys/bus/mdev/devices``."""
+        found = []
+        for entry in self.root.listdir(self.root.path("bus", "mdev", "devices")):
+            device = self.root.mdev_device(entry)
+            mdev_type = self.root.link_name(os.path.join(device, "mdev_type"))
+            parent = os.path.basename(os.path.dirname(os.path.realpath(device)))
+            if mdev_type:
+                found.append(Mdev(mdev_uuid=entry.lower(), mdev_type=mdev_type,
+                                  parent_addr=parent))
+        return found
+
+
+def mdev_device_xml(parent_dev_id: str, mdev_type: str, mdev_uuid: str) -> str:
+    """Node-device XML of an mdev for nodeDeviceCreateXML / DefineXML."""
+    root = etree.Element("device")
+    etree.SubElement(root, "parent").text = parent_dev_id
+    cap = etree.SubElement(root, "capability", type="mdev")
+    etree.SubElement(cap, "type", id=mdev_type)
+    etree.SubElement(cap, "uuid").text = mdev_uuid
+    return etree.tostring(root, pretty_print=True, encoding="unicode")
+
+
+class NodedevBackend:
+    """Persistent mdevs through libvirt's node-device API."""
+
+    name = "nodedev"
+
+    def __init__(self, conn: ty.Any) -> None:
+        self.conn = conn
+
+    def _pci_nodes(self) -> list[nodedev.PciNode]:
+        flags = libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV
+        nodes = [nodedev.parse(d.XMLDesc(0)) for d in self.conn.listAllDevices(flags)]
+        return [n for n in nodes if isinstance(n, nodedev.PciNode)]
+
+    def _mdev_nodes(self) -> list[tuple[ty.Any, nodedev.MdevNode]]:
+        flags = libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_MDEV
+        found = []
+        for dev in self.conn.listAllDevices(flags):
+            parsed = nodedev.parse(dev.XMLDesc(0))
+            if isinstance(parsed, nodedev.MdevNode):
+                found.append((dev, parsed))
+        return found
+
+    def _parent_dev_id(self, parent_addr: str) -> str | None:
+        # The parent's node-device name is read from libvirt, never built
+        # from the address (the naming scheme is libvirt's business).
+        for node in self._pci_nodes():
+            if node.address == parent_addr:
+                return node.dev_id
+        return None
+
+    def create(self, parent_addr: str, mdev_type: str, mdev_uuid: str) -> None:
+        """Create (transient), then define + autostart (persistent).
+
+        :raises: VgpuCreateFailed; a failed define destroys the started mdev.
+        """
+        names.pci_address(parent_addr)
+        names.mdev_type(mdev_type)
+        mdev_uuid = names.mdev_uuid(mdev_uuid)
+        parent = self._parent_dev_id(parent_addr)
+        if parent is None:
+            raise _create_failed(mdev_uuid, mdev_type, parent_addr,
+                                 "libvirt knows no PCI device at that address")
+        xml = mdev_device_xml(parent, mdev_type, mdev_uuid)
+        try:
+            started = self.conn.nodeDeviceCreateXML(xml, 0)
+        except libvirt.libvirtError as exc:
+            raise _create_failed(mdev_uuid, mdev_type, parent_addr, str(exc))
+        try:
+            defined = self.conn.nodeDeviceDefineXML(xml, 0)
+        except libvirt.libvirtError as exc:
+            started.destroy()
+            raise _create_failed(mdev_uuid, mdev_type, parent_addr,
+                                 "it could not be made persistent: %s" % exc)
+        try:
+            defined.setAutostart(1)
+        except libvirt.libvirtError as exc:
+            # Still persistent; init_host starts defined mdevs itself.
+            LOG.warning("mdev %(uuid)s will not autostart: %(err)s",
+                        {"uuid": mdev_uuid, "err": exc})
+
+    def remove(self, mdev_uuid: str, parent_addr: str | None) -> None:
+        """Stop and undefine; an absent mdev is not an error.
+
+        :raises: VgpuRemoveFailed with libvirt's reason.
+        """
+        mdev_uuid = names.mdev_uuid(mdev_uuid)
+        for dev, node in self._mdev_nodes():
+            if node.mdev_uuid != mdev_uuid:
+                continue
+            try:
+                if dev.isActive():
+                    dev.destroy()
+                if dev.isPersistent():
+                    dev.undefine(0)
+            except libvirt.libvirtError as exc:
+                raise exception.VgpuRemoveFailed(
+                    mdev_uuid=mdev_uuid, parent_addr=parent_addr, reason=str(exc))
+
+    def list(self) -> list[Mdev]:
+        """Every mdev libvirt reports, with its parent's address."""
+        addresses = {n.dev_id: n.address for n in self._pci_nodes()}
+        return [Mdev(mdev_uuid=node.mdev_uuid, mdev_type=node.mdev_type,
+                     parent_addr=addresses.get(node.parent_dev_id, node.parent_dev_id))
+                for _, node in self._mdev_nodes()]
