@@ -1,0 +1,274 @@
+"""Compute-side bookkeeping: devices -> pools and GPU states, incrementally.
+
+The devices are the only truth.  Every tracked device leaves one recorded
+*contribution* (is it busy for its parent, which GPU/type it occupies, is it
+a reusable spare); a change to a device undoes its old contribution and
+applies the new one, then re-derives whether the device, its parent and its
+children may be given whole.  So each change costs O(relatives), never
+O(devices), and pool counts are read off sets and GPU states in O(1).
+
+Busy = claimed/allocated by the tracker, or *held*: picked by
+``consume_requests`` and not yet claimed (so a second pick in the same
+process cannot take it again).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import typing as ty
+
+from pci_vgpu import capacity
+from pci_vgpu import pool
+from pci_vgpu import pool_devices as pd
+
+LOG = logging.getLogger(__name__)
+
+_UNSET = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class Contribution:
+    """What one device adds to the counters; undone exactly on change."""
+
+    key: str
+    parent: str | None
+    busy: bool
+    gpu: str | None = None
+    vgpu_type: str | None = None
+    exists: bool = False
+    in_use: bool = False
+
+
+@dataclasses.dataclass
+class Hold:
+    """A device picked by consume_requests, not yet claimed."""
+
+    whole: bool
+    created: bool
+    old_request_id: ty.Any
+    old_vgpu_type: ty.Any = _UNSET
+
+
+class DeviceBook:
+    """Devices, their relatives, GPU states and the pools they feed."""
+
+    def __init__(self, find_pool: ty.Callable[[pool.PoolKey],
+                                              pool.Pool | None],
+                 add_pool: ty.Callable[[pool.Pool], None],
+                 drop_pool: ty.Callable[[pool.Pool], None]) -> None:
+        self._find_pool = find_pool
+        self._add_pool = add_pool
+        self._drop_pool = drop_pool
+        self.devs: dict[str, ty.Any] = {}
+        self.gpus: dict[str, capacity.GpuState] = {}
+        self.held: dict[str, Hold] = {}
+        self._pool_of: dict[str, pool.DevicePool] = {}
+        self._vgpu_pools: dict[str, list[pool.VgpuPool]] = {}
+        self._contrib: dict[str, Contribution] = {}
+        self._children: dict[str, set[str]] = {}
+        self._busy_children: dict[str, int] = {}
+        self.spares: dict[tuple[str, str], dict[str, ty.Any]] = {}
+        #: mdevs whose GPU is not tracked (yet): adopted when it arrives.
+        self._pending: dict[str, dict[str, ty.Any]] = {}
+
+    # -- queries ---------------------------------------------------------------
+
+    def is_busy(self, key: str) -> bool:
+        dev = self.devs.get(key)
+        return dev is not None and (pd.attr(dev, "status") in pd.IN_USE
+                                    or key in self.held)
+
+    def pool_of(self, key: str) -> pool.DevicePool | None:
+        return self._pool_of.get(key)
+
+    def tracks(self, dev: ty.Any) -> bool:
+        key = pd.ident(dev)
+        return key in self.devs or key in self._pending.get(
+            pd.attr(dev, "parent_addr") or "", {})
+
+    # -- adding and removing ---------------------------------------------------
+
+    def add_whole(self, dev: ty.Any, key_: pool.PoolKey) -> None:
+        """Track a non-mdev device under the pool ``key_``."""
+        key = pd.ident(dev)
+        self.devs[key] = dev
+        gpu = None
+        if pd.vgpu_types(dev):
+            gpu = pd.new_gpu_state(dev)
+            self.gpus[key] = gpu
+            self._make_vgpu_pools(dev, key_, gpu)
+        p = self._pool_for(key_, gpu)
+        p.members[key] = dev
+        self._pool_of[key] = p
+        self._link(key, pd.attr(dev, "parent_addr"))
+        self.recount(key)
+        for child in list(self._pending.pop(key, {}).values()):
+            self.add_mdev(child)
+
+    def add_mdev(self, dev: ty.Any) -> None:
+        """Track an mdev child; parked until its GPU is tracked."""
+        key, parent = pd.ident(dev), pd.attr(dev, "parent_addr")
+        if parent not in self.gpus:
+            self._pending.setdefault(parent or "", {})[key] = dev
+            return
+        self.devs[key] = dev
+        self._link(key, parent)
+        self.recount(key)
+
+    def remove(self, key: str) -> None:
+        """Forget a device; a GPU's mdevs wait for it to come back."""
+        dev = self.devs[key]
+        p = self._pool_of.pop(key, None)
+        if p is not None:
+            p.members.pop(key, None)
+            p.free.pop(key, None)
+            if not p.members:
+                self._drop_pool(p)
+        if key in self.gpus:
+            self._remove_gpu(key)
+        del self.devs[key]
+        self.held.pop(key, None)
+        self.recount(key)
+        self._children.get(pd.attr(dev, "parent_addr") or "", set()).discard(
+            key)
+
+    def _remove_gpu(self, key: str) -> None:
+        for child in list(self._children.get(key, ())):
+            dev = self.devs[child]
+            if pd.is_mdev(dev):
+                self.remove(child)
+                self._pending.setdefault(key, {})[child] = dev
+        for vp in self._vgpu_pools.pop(key, []):
+            self._drop_pool(vp)
+        del self.gpus[key]
+
+    def forget_pending(self, dev: ty.Any) -> None:
+        self._pending.get(pd.attr(dev, "parent_addr") or "", {}).pop(
+            pd.ident(dev), None)
+
+    def _link(self, key: str, parent: str | None) -> None:
+        if parent:
+            self._children.setdefault(parent, set()).add(key)
+
+    def _pool_for(self, key_: pool.PoolKey,
+                  gpu: capacity.GpuState | None) -> pool.DevicePool:
+        found = self._find_pool(key_)
+        if isinstance(found, pool.DevicePool):
+            return found
+        p = pool.DevicePool(key_, gpu=gpu)
+        self._add_pool(p)
+        return p
+
+    def _make_vgpu_pools(self, dev: ty.Any, key_: pool.PoolKey,
+                         gpu: capacity.GpuState) -> None:
+        dev_type = "type-VF" if pd.is_nvidia_vf(dev) else pd.MDEV
+        pools = []
+        for type_id, entry in sorted(pd.vgpu_types(dev).items()):
+            vkey = dataclasses.replace(key_, dev_type=dev_type,
+                                       vgpu_type=type_id)
+            vp = pool.VgpuPool(vkey, gpu, pd.type_names(type_id, entry),
+                               pd.backend(dev))
+            self._add_pool(vp)
+            pools.append(vp)
+        self._vgpu_pools[gpu.address] = pools
+
+    # -- contributions ---------------------------------------------------------
+
+    def recount(self, key: str) -> None:
+        """Re-derive everything that depends on device ``key``."""
+        old = self._contrib.pop(key, None)
+        if old is not None:
+            self._apply(old, -1)
+        dev = self.devs.get(key)
+        if dev is not None:
+            new = self._contribution(key, dev)
+            self._apply(new, +1)
+            self._contrib[key] = new
+        self._refresh(key)
+        if old is not None and old.gpu and old.gpu != key:
+            self._refresh(old.gpu)
+        parent = old.parent if old is not None else None
+        parent = parent or (pd.attr(dev, "parent_addr") if dev else None)
+        self._refresh(parent)
+        for child in self._children.get(key, ()):
+            if child in self._pool_of:
+                self._refresh(child)
+
+    def _contribution(self, key: str, dev: ty.Any) -> Contribution:
+        status = pd.attr(dev, "status")
+        busy = status in pd.IN_USE or key in self.held
+        parent = pd.attr(dev, "parent_addr")
+        if pd.is_mdev(dev):
+            return Contribution(key, parent, busy, parent, pd.vgpu_type(dev),
+                                status not in pd.GONE, busy)
+        if key in self.gpus and pd.is_nvidia_vf(dev):
+            given = pd.extra(dev, "vgpu_type")
+            hold = self.held.get(key)
+            as_vgpu = (hold is not None and not hold.whole) or (
+                hold is None and status in pd.IN_USE and given is not None)
+            current = pd.vgpu_type(dev)
+            return Contribution(key, parent, busy, key, current,
+                                current is not None, as_vgpu)
+        return Contribution(key, parent, busy)
+
+    def _apply(self, c: Contribution, sign: int) -> None:
+        if c.busy and c.parent:
+            self._busy_children[c.parent] = \
+                self._busy_children.get(c.parent, 0) + sign
+        gpu = self.gpus.get(c.gpu or "")
+        if gpu is None or c.vgpu_type not in gpu.max_instances:
+            if gpu is not None and c.vgpu_type and sign > 0:
+                LOG.warning("vGPU %(key)s has type %(type)s that GPU "
+                            "%(gpu)s does not report; not counted",
+                            {"key": c.key, "type": c.vgpu_type,
+                             "gpu": c.gpu})
+            return
+        vtype = ty.cast(str, c.vgpu_type)
+        if c.exists:
+            gpu.existing[vtype] = gpu.existing.get(vtype, 0) + sign
+        if c.in_use:
+            gpu.in_use[vtype] = gpu.in_use.get(vtype, 0) + sign
+        if c.exists and not c.in_use:
+            spares = self.spares.setdefault((gpu.address, vtype), {})
+            if sign > 0:
+                spares[c.key] = self.devs[c.key]
+            else:
+                spares.pop(c.key, None)
+
+    # -- whole-device availability ----------------------------------------
+
+    def _refresh(self, key: str | None) -> None:
+        """Re-derive whether whole device ``key`` may be given now."""
+        p = self._pool_of.get(key or "")
+        if p is None or key is None:
+            return
+        dev = self.devs[key]
+        parent = pd.attr(dev, "parent_addr")
+        parent_busy = bool(parent) and self.is_busy(parent)
+        gpu = self.gpus.get(key)
+        if gpu is not None:
+            gpu.whole = self._whole_state(key, dev, parent_busy)
+            free = capacity.whole_assignable(gpu)
+        else:
+            free = (pd.attr(dev, "status") == pd.AVAILABLE
+                    and key not in self.held and not parent_busy
+                    and not self._busy_children.get(key, 0))
+        if free:
+            p.free[key] = dev
+        else:
+            p.free.pop(key, None)
+
+    def _whole_state(self, key: str, dev: ty.Any, parent_busy: bool) -> str:
+        status = pd.attr(dev, "status")
+        contrib = self._contrib.get(key)
+        if contrib is not None and contrib.in_use and contrib.gpu == key:
+            return capacity.WHOLE_BLOCKED  # an NVIDIA VF used as a vGPU
+        if self.is_busy(key) or parent_busy:
+            return capacity.WHOLE_USED
+        if status != pd.AVAILABLE:
+            # A VF that is its own vGPU cannot be used at all when its PF
+            # holds it; a GPU marked by its vGPUs may still host more.
+            return (capacity.WHOLE_USED if pd.is_nvidia_vf(dev)
+                    else capacity.WHOLE_BLOCKED)
+        return capacity.WHOLE_FREE

@@ -1,0 +1,113 @@
+"""Reading the facts the pools need from a ``PciDevice`` (or a look-alike).
+
+Kept apart from the bookkeeping so that the rules "what is this device to
+the pools" are in one screenful: identity, role (plain device, vGPU-capable
+GPU, mdev child, NVIDIA vendor-VFIO VF), vGPU type, and busy-ness.  Only
+attributes of ``doc/contract.rst`` are read; ``extra_info`` values are
+strings (JSON for non-strings) as Nova stores them.
+"""
+
+from __future__ import annotations
+
+import json
+import typing as ty
+
+from pci_vgpu import capacity
+from pci_vgpu import pool_errors
+
+AVAILABLE = "available"
+IN_USE = ("claimed", "allocated")
+GONE = ("removed", "deleted")
+MDEV = "mdev"
+NVIDIA_VF = "nvidia-vf"
+#: extra_info keys a vGPU-capable device carries.
+_NULLS = ("", "null", "None")
+
+
+def attr(dev: ty.Any, name: str, default: ty.Any = None) -> ty.Any:
+    """Field value of a versioned object or dict, ``default`` when unset."""
+    if isinstance(dev, dict):
+        return dev.get(name, default)
+    is_set = getattr(dev, "obj_attr_is_set", None)
+    if is_set is not None and name in getattr(dev, "fields", {}) \
+            and not is_set(name):
+        return default
+    return getattr(dev, name, default)
+
+
+def extra(dev: ty.Any, key: str) -> str | None:
+    """A string from ``extra_info``; JSON null and empty read as None."""
+    value = (attr(dev, "extra_info") or {}).get(key)
+    if value is None or value in _NULLS:
+        return None
+    return str(value)
+
+
+def ident(dev: ty.Any) -> str:
+    """Stable identity: the PCI address, or ``mdev:<uuid>`` without one."""
+    address = attr(dev, "address")
+    if address:
+        return str(address)
+    return "mdev:%s" % attr(dev, "mdev_uuid")
+
+
+def is_mdev(dev: ty.Any) -> bool:
+    return attr(dev, "dev_type") == MDEV
+
+
+def vgpu_types(dev: ty.Any) -> dict[str, dict[str, ty.Any]]:
+    """The GPU's ``vgpu_types`` dict; {} for a device that hosts none.
+
+    :raises: InvalidVgpuTypes when the value is not a JSON object of
+        objects.
+    """
+    raw = extra(dev, "vgpu_types")
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise pool_errors.InvalidVgpuTypes(
+            address=ident(dev), value=raw, reason=str(exc)) from exc
+    if not isinstance(value, dict) or \
+            not all(isinstance(v, dict) for v in value.values()):
+        raise pool_errors.InvalidVgpuTypes(
+            address=ident(dev), value=raw, reason="not an object of objects")
+    return value
+
+
+def backend(dev: ty.Any) -> str:
+    return extra(dev, "vgpu_backend") or MDEV
+
+
+def is_nvidia_vf(dev: ty.Any) -> bool:
+    return backend(dev) == NVIDIA_VF and bool(extra(dev, "vgpu_types"))
+
+
+def vgpu_type(dev: ty.Any) -> str | None:
+    """Type of an mdev, or of a typed NVIDIA VF (given or current)."""
+    return (extra(dev, "vgpu_type") or extra(dev, "mdev_type")
+            or extra(dev, "vgpu_current_type"))
+
+
+def new_gpu_state(dev: ty.Any) -> capacity.GpuState:
+    """Empty capacity state of a vGPU-capable device.
+
+    An NVIDIA vendor-VFIO VF is a GPU with one instance per creatable type
+    and one type at a time (the VF itself is the vGPU).
+
+    :raises: InvalidVgpuTypes, InvalidVgpuSharing, InvalidVgpuMaxInstances.
+    """
+    types = vgpu_types(dev)
+    if is_nvidia_vf(dev):
+        return capacity.new_gpu_state(ident(dev), capacity.ONE_TYPE,
+                                      {t: 1 for t in types})
+    sharing = extra(dev, "vgpu_sharing") or capacity.ONE_TYPE
+    return capacity.new_gpu_state(
+        ident(dev), sharing, {t: e.get("max") for t, e in types.items()})
+
+
+def type_names(type_id: str, entry: dict[str, ty.Any]) -> list[str]:
+    """Names a request may use for a type: id, name, identifier."""
+    return [type_id] + [str(entry[k]) for k in ("name", "identifier")
+                        if entry.get(k)]

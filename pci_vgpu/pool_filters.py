@@ -1,0 +1,295 @@
+"""Which pools may serve a request: a pipeline of (reason, filter) pairs.
+
+One loop (:func:`run`) applies the filters in order, logs
+"Dropped %(n)d pool(s): %(reason)s" and stops as soon as too few units are
+left (STYLE 7).  :func:`explain_request` runs the very same list without
+stopping, recording the first filter that rejected each pool, which is the
+answer an operator needs when the scheduler says "no valid host".
+
+The rules follow Nova 34's ``PciDeviceStats._filter_pools`` where Nova has
+them (spec match, NUMA policies, PFs only when asked for) and add the vGPU
+ones (vGPU request vs whole device, type, whole-GPU use, type lock,
+capacity).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import typing as ty
+
+from pci_vgpu import capacity
+from pci_vgpu import pool
+from pci_vgpu import pool_errors
+
+LOG = logging.getLogger(__name__)
+
+REQUIRED, LEGACY, PREFERRED, SOCKET = "required", "legacy", "preferred", "socket"
+NUMA_POLICIES = (REQUIRED, LEGACY, PREFERRED, SOCKET)
+#: Spec keys that are not pool properties (Nova's ignored_spec_tags + ours).
+IGNORED_SPEC_KEYS = frozenset(
+    ("resource_class", "traits", "rp_uuids", "rp_uuid", "vgpu_types",
+     "live_migratable"))
+
+
+def _get(obj: ty.Any, name: str) -> ty.Any:
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def _vgpu_types_of(spec: dict[str, ty.Any]) -> frozenset[str]:
+    """Acceptable types of one spec: a sorted JSON list string (contract)."""
+    raw = spec.get("vgpu_types")
+    if not raw:
+        return frozenset()
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        value = [raw]  # a bare type name
+    if isinstance(value, str):
+        value = [value]
+    return frozenset(str(v) for v in value)
+
+
+@dataclasses.dataclass
+class RequestView:
+    """What the filters read of an ``InstancePCIRequest``, parsed once."""
+
+    request_id: str | None
+    count: int
+    specs: list[dict[str, ty.Any]]
+    vgpu_types: frozenset[str]
+    numa_policy: str
+    #: (vendor_id, product_id) of every spec when all name both; else None.
+    ids: list[tuple[str, str]] | None
+
+    @classmethod
+    def of(cls, request: ty.Any) -> RequestView:
+        """:raises: InvalidPciRequest for a bad count or NUMA policy."""
+        rid = _get(request, "request_id")
+        count = _get(request, "count")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise pool_errors.InvalidPciRequest(
+                request_id=rid, field="count", value=count,
+                reason="allowed: an integer >= 1")
+        policy = _get(request, "numa_policy") or LEGACY
+        if policy not in NUMA_POLICIES:
+            raise pool_errors.InvalidPciRequest(
+                request_id=rid, field="numa_policy", value=policy,
+                reason="allowed: %s" % ", ".join(NUMA_POLICIES))
+        specs = list(_get(request, "spec") or [{}])
+        types = frozenset().union(*(_vgpu_types_of(s) for s in specs))
+        matchable = [{k: (v.lower() if isinstance(v, str) else v)
+                      for k, v in s.items() if k not in IGNORED_SPEC_KEYS}
+                     for s in specs]
+        ids = [(s["vendor_id"], s["product_id"]) for s in matchable
+               if s.get("vendor_id") and s.get("product_id")]
+        return cls(rid, count, matchable, types, policy,
+                   ids if len(ids) == len(matchable) else None)
+
+
+@dataclasses.dataclass
+class Context:
+    """A request and where the guest lives."""
+
+    request: RequestView
+    numa_cells: list[ty.Any] | None
+    numa_topology: ty.Any
+
+
+def effective_count(pools: ty.Iterable[pool.Pool]) -> int:
+    """Units the pools can give one request together.
+
+    vGPU pools of one GPU share it: they give at most the largest of their
+    counts (taking one type locks or shrinks the others), not the sum.
+    """
+    total = 0
+    best: dict[str, int] = {}
+    for p in pools:
+        n = p.count()
+        if isinstance(p, pool.VgpuPool):
+            if n > best.get(p.gpu.address, 0):
+                best[p.gpu.address] = n
+        else:
+            total += n
+    return total + sum(best.values())
+
+
+# -- per-pool predicates ------------------------------------------------------
+
+
+def _kind(ctx: Context, p: pool.Pool) -> bool:
+    return p.is_vgpu == bool(ctx.request.vgpu_types)
+
+
+def _spec(ctx: Context, p: pool.Pool) -> bool:
+    view = p.view
+    return any(all(view.get(k, _MISSING) == v for k, v in s.items())
+               for s in ctx.request.specs)
+
+
+_MISSING = object()
+
+
+def _vgpu_type(ctx: Context, p: pool.Pool) -> bool:
+    return not p.is_vgpu or bool(
+        ty.cast(pool.VgpuPool, p).names & ctx.request.vgpu_types)
+
+
+def _unrequested_pf(ctx: Context, p: pool.Pool) -> bool:
+    if p.key.dev_type != "type-pf" and p.key.dev_type != "type-PF":
+        return True
+    return any(s.get("dev_type") == "type-pf" for s in ctx.request.specs)
+
+
+def _whole_gpu(ctx: Context, p: pool.Pool) -> bool:
+    return not p.is_vgpu or not capacity.vgpus_blocked(
+        ty.cast(pool.VgpuPool, p).gpu)
+
+
+def _type_lock(ctx: Context, p: pool.Pool) -> bool:
+    if not p.is_vgpu:
+        return True
+    vp = ty.cast(pool.VgpuPool, p)
+    return capacity.locking_type(vp.gpu, vp.vgpu_type) is None
+
+
+def _capacity(ctx: Context, p: pool.Pool) -> bool:
+    return p.count() > 0
+
+
+def _keep(pred: ty.Callable[[Context, pool.Pool], bool]
+          ) -> ty.Callable[[Context, list[pool.Pool]], list[pool.Pool]]:
+    def run_pred(ctx: Context, pools: list[pool.Pool]) -> list[pool.Pool]:
+        return [p for p in pools if pred(ctx, p)]
+    run_pred.__doc__ = pred.__doc__
+    return run_pred
+
+
+# -- NUMA (set-level: what is allowed depends on what is left) ---------------
+
+
+def _on_nodes(pools: list[pool.Pool], nodes: ty.Collection[ty.Any]
+              ) -> list[pool.Pool]:
+    return [p for p in pools if p.key.numa_node in nodes]
+
+
+def _socket_nodes(ctx: Context) -> set[int] | None:
+    cells = list(_get(ctx.numa_topology, "cells") or []) \
+        if ctx.numa_topology is not None else []
+    if not cells or any(_get(c, "socket") is None for c in cells):
+        LOG.debug("No socket information in host NUMA cell(s).")
+        return None
+    guest = {_get(c, "id") for c in ctx.numa_cells or []}
+    sockets = {_get(c, "socket") for c in cells if _get(c, "id") in guest}
+    return {_get(c, "id") for c in cells if _get(c, "socket") in sockets}
+
+
+def _numa(ctx: Context, pools: list[pool.Pool]) -> list[pool.Pool]:
+    """Nova's policy ladder: strictest affinity that gives enough units."""
+    if not ctx.numa_cells:
+        return pools
+    policy, want = ctx.request.numa_policy, ctx.request.count
+    cells = [_get(c, "id") for c in ctx.numa_cells]
+    local = _on_nodes(pools, cells)
+    if policy == REQUIRED or effective_count(local) >= want:
+        return local
+    if policy == SOCKET:
+        nodes = _socket_nodes(ctx)
+        return _on_nodes(pools, nodes) if nodes is not None else []
+    legacy = _on_nodes(pools, cells + [None])
+    if policy == LEGACY or effective_count(legacy) >= want:
+        return legacy
+    return sorted(pools, key=lambda p: p.key.numa_node not in cells + [None])
+
+
+#: The pipeline: (reason, filter); order = the order of ``explain`` causes.
+PIPELINE: list[tuple[str, ty.Callable[[Context, list[pool.Pool]],
+                                      list[pool.Pool]]]] = [
+    ("vGPU request vs whole-device pool (a request with vgpu_types uses "
+     "only vGPU pools, one without only whole devices)", _keep(_kind)),
+    ("vendor_id/product_id/tags do not match the request spec",
+     _keep(_spec)),
+    ("vGPU type not among the requested vgpu_types", _keep(_vgpu_type)),
+    ("PF not requested (dev_type type-PF not in the spec)",
+     _keep(_unrequested_pf)),
+    ("parent GPU is given whole to a guest", _keep(_whole_gpu)),
+    ("vGPU type locked by another type on this one-type GPU",
+     _keep(_type_lock)),
+    ("not enough free instances or devices", _keep(_capacity)),
+    ("NUMA affinity policy", _numa),
+]
+
+
+def run(ctx: Context, pools: list[pool.Pool]) -> list[pool.Pool] | None:
+    """Pools that together can serve the request, or None if they can't."""
+    for reason, fn in PIPELINE:
+        kept = fn(ctx, pools)
+        if len(kept) < len(pools):
+            LOG.debug("Dropped %(n)d pool(s): %(reason)s",
+                      {"n": len(pools) - len(kept), "reason": reason})
+        pools = kept
+        if effective_count(pools) < ctx.request.count:
+            return None
+    return pools
+
+
+@dataclasses.dataclass
+class PoolVerdict:
+    """One pool's fate for one request."""
+
+    pool: str
+    count: int
+    #: First rule that rejected the pool; None when it could serve.
+    rejected_by: str | None
+    detail: str = ""
+
+
+@dataclasses.dataclass
+class RequestExplanation:
+    """Why one request can or cannot be served."""
+
+    request_id: str | None
+    count: int
+    available: int
+    satisfied: bool
+    pools: list[PoolVerdict]
+
+    def __str__(self) -> str:
+        head = "request %s: %d wanted, %d usable -> %s" % (
+            self.request_id, self.count, self.available,
+            "OK" if self.satisfied else "NOT SATISFIED")
+        lines = [head] + [
+            "  %s (free %d): %s%s" % (
+                v.pool, v.count, v.rejected_by or "usable",
+                " [%s]" % v.detail if v.detail else "")
+            for v in self.pools]
+        return "\n".join(lines)
+
+
+def _detail(p: pool.Pool, reason: str) -> str:
+    if isinstance(p, pool.VgpuPool) and reason in (PIPELINE[4][0],
+                                                   PIPELINE[5][0],
+                                                   PIPELINE[6][0]):
+        return p.reason_empty()
+    return ""
+
+
+def explain_request(ctx: Context, pools: list[pool.Pool]
+                    ) -> RequestExplanation:
+    """Run the whole pipeline, recording each pool's first rejecting rule."""
+    verdict: dict[int, PoolVerdict] = {
+        id(p): PoolVerdict(p.label(), p.count(), None) for p in pools}
+    left = pools
+    for reason, fn in PIPELINE:
+        kept = fn(ctx, left)
+        kept_ids = {id(p) for p in kept}
+        for p in left:
+            if id(p) not in kept_ids:
+                verdict[id(p)].rejected_by = reason
+                verdict[id(p)].detail = _detail(p, reason)
+        left = kept
+    available = effective_count(left)
+    return RequestExplanation(
+        ctx.request.request_id, ctx.request.count, available,
+        available >= ctx.request.count, [verdict[id(p)] for p in pools])

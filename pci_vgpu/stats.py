@@ -1,0 +1,521 @@
+"""``PciDeviceStats``: pools of whole devices, SR-IOV VFs and vGPUs.
+
+It answers the two questions Nova asks of its own
+``nova.pci.stats.PciDeviceStats`` with the same method names and meaning:
+
+* scheduler side (built from a ``PciDevicePoolList``, counts only):
+  "can this host satisfy these requests?" (:meth:`support_requests`) and
+  "account for them" (:meth:`apply_requests`);
+* compute side (built from devices): "which devices exactly?"
+  (:meth:`consume_requests`), plus :meth:`support_requests` for claims.
+
+Both sides run the same filter pipeline (:mod:`pci_vgpu.pool_filters`) over
+the same typed pools (:mod:`pci_vgpu.pool`) whose counts derive from the
+same capacity rules (:mod:`pci_vgpu.capacity`), and the same fulfilment loop
+that takes one pool at a time in a deterministic order (NUMA affinity first,
+then the host's ``pack``/``spread`` policy for vGPUs), so the two answers
+agree on the same state.
+
+Where it differs from Nova, on purpose: ``support_requests`` never deep-copies
+(scheduler side: a journal of the few touched counters is rolled back;
+compute side: the picks are undone), building is linear (pools are found by
+key in a dict), and ``add_device`` accepts devices of any status (claimed
+and allocated ones count as usage).  Placement allocations
+(``provider_mapping``/``rp_uuids``) are not supported: pci_vgpu runs with
+``[filter_scheduler]pci_in_placement`` off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import typing as ty
+
+from oslo_utils import uuidutils
+
+from pci_vgpu import capacity
+from pci_vgpu import pool
+from pci_vgpu import pool_book
+from pci_vgpu import pool_devices as pd
+from pci_vgpu import pool_errors
+from pci_vgpu import pool_filters as pf
+
+LOG = logging.getLogger(__name__)
+
+#: Devspec tags that never become pool keys (Nova's ignored_pool_tags).
+IGNORED_POOL_TAGS = frozenset(("resource_class", "traits", "rp_uuids",
+                               "rp_uuid"))
+
+Taker = ty.Callable[[pool.Pool, int, pf.RequestView, list[ty.Any]], None]
+
+
+@dataclasses.dataclass
+class Explanation:
+    """``explain`` result: one :class:`RequestExplanation` per request."""
+
+    requests: list[pf.RequestExplanation]
+
+    @property
+    def satisfied(self) -> bool:
+        return all(r.satisfied for r in self.requests)
+
+    def __str__(self) -> str:
+        return "\n".join(str(r) for r in self.requests)
+
+
+class _Journal:
+    """Scheduler-side undo log: old values of the counters a dry run touched."""
+
+    def __init__(self) -> None:
+        self._gpus: dict[int, tuple[capacity.GpuState, capacity.GpuState]] = {}
+        self._stored: dict[int, tuple[pool.DevicePool, int | None]] = {}
+
+    def save_gpu(self, gpu: capacity.GpuState) -> None:
+        self._gpus.setdefault(id(gpu), (gpu, gpu.copy()))
+
+    def save_stored(self, p: pool.DevicePool) -> None:
+        self._stored.setdefault(id(p), (p, p.stored))
+
+    def rollback(self) -> None:
+        for gpu, old in self._gpus.values():
+            gpu.existing, gpu.in_use, gpu.whole = (old.existing, old.in_use,
+                                                   old.whole)
+        for p, stored in self._stored.values():
+            p.stored = stored
+
+
+class PciDeviceStats:
+    """Pools of assignable devices and vGPUs of one compute node."""
+
+    def __init__(self, numa_topology: ty.Any = None,
+                 stats: ty.Iterable[ty.Any] | None = None,
+                 dev_filter: ty.Any = None,
+                 placement_policy: str = capacity.PACK) -> None:
+        """
+        :param numa_topology: host NUMA topology (``cells`` with ``id`` and
+            ``socket``); only the ``socket`` policy reads it, as in Nova.
+        :param stats: a ``PciDevicePoolList`` (or pool dicts): builds the
+            scheduler-side view, with counts and no devices.
+        :param dev_filter: a ``Whitelist``; devices it does not accept are
+            ignored and its tags become pool keys.  None accepts every
+            device with no tags (the tracker already filtered them).
+        :param placement_policy: ``pack`` or ``spread`` among equal vGPU
+            candidates.
+        :raises: InvalidPlacementPolicy, InvalidPoolTag.
+        """
+        self.numa_topology = numa_topology
+        self.dev_filter = dev_filter
+        self.placement_policy = capacity.validate_policy(placement_policy)
+        self._pools: dict[pool.PoolKey, pool.Pool] = {}
+        self._index: dict[tuple[str, str, bool], list[pool.Pool]] = {}
+        self._book = pool_book.DeviceBook(self._pools.get, self._add_pool,
+                                          self._drop_pool)
+        self._scheduler_side = stats is not None
+        if stats is not None:
+            dicts = [p if isinstance(p, dict) else p.to_dict() for p in stats]
+            for p in pool.pools_from_dicts(dicts):
+                self._add_pool(p)
+
+    # -- pool map ------------------------------------------------------------
+
+    def _add_pool(self, p: pool.Pool) -> None:
+        self._pools[p.key] = p
+        ikey = (p.view["vendor_id"], p.view["product_id"], p.is_vgpu)
+        self._index.setdefault(ikey, []).append(p)
+
+    def _drop_pool(self, p: pool.Pool) -> None:
+        del self._pools[p.key]
+        ikey = (p.view["vendor_id"], p.view["product_id"], p.is_vgpu)
+        self._index[ikey].remove(p)
+
+    def _candidates(self, view: pf.RequestView) -> list[pool.Pool]:
+        """Pools worth filtering: by (vendor, product, kind) when known."""
+        if view.ids is None:
+            return list(self._pools.values())
+        vgpu = bool(view.vgpu_types)
+        found: list[pool.Pool] = []
+        for ids in dict.fromkeys(view.ids):
+            found.extend(self._index.get((ids[0], ids[1], vgpu), ()))
+        return found
+
+    # -- devices (compute side) ------------------------------------------------
+
+    def _pool_key(self, dev: ty.Any) -> pool.PoolKey | None:
+        tags: tuple[tuple[str, str | None], ...] = ()
+        if self.dev_filter is not None:
+            spec = self.dev_filter.get_devspec(dev)
+            if spec is None:
+                return None
+            tags = tuple(sorted(
+                (k, v if v is None else str(v))
+                for k, v in spec.get_tags().items()
+                if k not in IGNORED_POOL_TAGS))
+        address = pd.attr(dev, "address")
+        if not pd.vgpu_types(dev):
+            address = pd.attr(dev, "parent_addr") or address
+        return pool.PoolKey(
+            str(pd.attr(dev, "vendor_id")), str(pd.attr(dev, "product_id")),
+            pd.attr(dev, "numa_node"), str(pd.attr(dev, "dev_type")),
+            address, tags)
+
+    def add_device(self, dev: ty.Any) -> None:
+        """Track a device of any status.
+
+        Free devices are capacity; claimed/allocated mdev children count as
+        usage of their GPU; a GPU claimed/allocated whole blocks its vGPUs.
+        An mdev is tracked through its GPU (it may arrive first and waits);
+        a device already tracked is updated instead.  Devices the
+        ``dev_filter`` rejects are ignored, as in Nova.
+
+        :raises: InvalidVgpuTypes, InvalidVgpuSharing,
+            InvalidVgpuMaxInstances for a bad GPU inventory (nothing is
+            tracked then).
+        """
+        if self._book.tracks(dev):
+            self.update_device(dev)
+        elif pd.is_mdev(dev):
+            self._book.add_mdev(dev)
+        else:
+            key = self._pool_key(dev)
+            if key is not None:
+                pd.vgpu_types(dev) and pd.new_gpu_state(dev)  # validate
+                self._book.add_whole(dev, key)
+
+    def remove_device(self, dev: ty.Any) -> None:
+        """Forget a device (vanished from the host, or a deleted mdev).
+
+        :raises: PciDevicePoolEmpty when the device is not tracked.
+        """
+        key = pd.ident(dev)
+        if key in self._book.devs:
+            self._book.remove(key)
+        elif self._book.tracks(dev):
+            self._book.forget_pending(dev)
+        else:
+            raise pool_errors.PciDevicePoolEmpty(device=key)
+
+    def update_device(self, dev: ty.Any) -> None:
+        """Re-derive after a device's status or attributes changed.
+
+        The tracker calls it after claim/allocate/free.  A device picked by
+        :meth:`consume_requests` stays held until its status leaves
+        ``available``; then its status is the truth again.
+        """
+        key = pd.ident(dev)
+        book = self._book
+        if key not in book.devs:
+            if book.tracks(dev):
+                book.forget_pending(dev)
+            self.add_device(dev)
+            return
+        if pd.attr(dev, "status") != pd.AVAILABLE:
+            book.held.pop(key, None)
+        p = book.pool_of(key)
+        if p is not None and (self._pool_key(dev) != p.key or
+                              self._gpu_changed(key, dev)):
+            book.remove(key)
+            self.add_device(dev)
+            return
+        book.devs[key] = dev
+        book.recount(key)
+
+    def _gpu_changed(self, key: str, dev: ty.Any) -> bool:
+        gpu = self._book.gpus.get(key)
+        if gpu is None:
+            return bool(pd.vgpu_types(dev))
+        new = pd.new_gpu_state(dev)
+        return (new.sharing, new.max_instances) != (gpu.sharing,
+                                                    gpu.max_instances)
+
+    # -- fulfilment --------------------------------------------------------------
+
+    def _order(self, ctx: pf.Context) -> ty.Callable[[pool.Pool], tuple]:
+        cells = [pf._get(c, "id") for c in ctx.numa_cells or []]
+        policy = self.placement_policy
+
+        def key(p: pool.Pool) -> tuple[ty.Any, ...]:
+            node = p.key.numa_node
+            rank = 0 if not cells or node in cells else (
+                1 if node is None else 2)
+            if isinstance(p, pool.VgpuPool):
+                fill, addr = capacity.placement_key(p.gpu, policy)
+                return (rank, fill, -p.count(), addr, p.vgpu_type)
+            return (rank, 0, 0, p.key.address or "", "")
+        return key
+
+    def _fulfil(self, view: pf.RequestView, numa_cells: ty.Any,
+                take: Taker, out: list[ty.Any]) -> bool:
+        """Serve one request, one pool at a time; False if impossible."""
+        ctx = pf.Context(view, numa_cells, self.numa_topology)
+        pools = pf.run(ctx, self._candidates(view))
+        if pools is None:
+            return False
+        order = self._order(ctx)
+        remaining = view.count
+        while remaining:
+            live = [p for p in pools if p.count() > 0]
+            if not live:
+                return False
+            best = min(live, key=order)
+            n = 1 if best.is_vgpu else min(remaining, best.count())
+            take(best, n, view, out)
+            remaining -= n
+        return True
+
+    def _take_counts(self, journal: _Journal | None) -> Taker:
+        def take(p: pool.Pool, n: int, view: pf.RequestView,
+                 out: list[ty.Any]) -> None:
+            if isinstance(p, pool.VgpuPool):
+                if journal is not None:
+                    journal.save_gpu(p.gpu)
+                capacity.consume_instance(p.gpu, p.vgpu_type)
+            elif isinstance(p, pool.DevicePool) and p.gpu is not None:
+                if journal is not None:
+                    journal.save_gpu(p.gpu)
+                p.gpu.whole = capacity.WHOLE_USED
+            elif isinstance(p, pool.DevicePool) and p.stored is not None:
+                if journal is not None:
+                    journal.save_stored(p)
+                p.stored -= n
+        return take
+
+    def _take_devices(self, p: pool.Pool, n: int, view: pf.RequestView,
+                      out: list[ty.Any]) -> None:
+        if isinstance(p, pool.VgpuPool):
+            out.append(self._take_vgpu(p, view.request_id))
+            return
+        assert isinstance(p, pool.DevicePool)
+        for key in sorted(p.free)[:n]:
+            dev = p.free[key]
+            self._hold(key, dev, view.request_id, whole=True)
+            out.append(dev)
+
+    def _take_vgpu(self, p: pool.VgpuPool, request_id: str | None) -> ty.Any:
+        book, gpu_key = self._book, p.gpu.address
+        spares = book.spares.get((gpu_key, p.vgpu_type))
+        if spares:
+            key = min(spares)
+            dev = spares[key]
+        elif p.backend == pd.NVIDIA_VF:
+            key, dev = gpu_key, book.devs[gpu_key]
+        else:
+            dev = self._new_mdev(book.devs[gpu_key], p.vgpu_type)
+            key = pd.ident(dev)
+            self._hold(key, dev, request_id, whole=False, created=True)
+            return dev
+        vtype = p.vgpu_type if p.backend == pd.NVIDIA_VF else None
+        self._hold(key, dev, request_id, whole=False, vgpu_type=vtype)
+        return dev
+
+    def _new_mdev(self, gpu: ty.Any, vgpu_type: str) -> ty.Any:
+        """A new mdev ``PciDevice`` on ``gpu``: address None, fresh UUID."""
+        from pci_vgpu.objects import pci_device  # objects import the world
+
+        dev = pci_device.PciDevice.create(None, {
+            "dev_type": pd.MDEV, "address": None,
+            "parent_addr": pd.ident(gpu),
+            "vendor_id": pd.attr(gpu, "vendor_id"),
+            "product_id": pd.attr(gpu, "product_id"),
+            "numa_node": pd.attr(gpu, "numa_node"),
+            "label": pd.attr(gpu, "label"),
+            "mdev_uuid": uuidutils.generate_uuid(),
+            "vgpu_type": vgpu_type})
+        node = pd.attr(gpu, "compute_node_id")
+        if node is not None:
+            dev.compute_node_id = node
+        return dev
+
+    def _hold(self, key: str, dev: ty.Any, request_id: str | None,
+              whole: bool, created: bool = False,
+              vgpu_type: str | None = None) -> None:
+        book = self._book
+        hold = pool_book.Hold(whole, created, pd.attr(dev, "request_id"))
+        if vgpu_type is not None:
+            hold.old_vgpu_type = pd.extra(dev, "vgpu_type")
+            _set_vgpu_type(dev, vgpu_type)
+        dev.request_id = request_id
+        book.held[key] = hold
+        if created:
+            book.add_mdev(dev)
+        else:
+            book.recount(key)
+
+    # -- public requests API ---------------------------------------------------
+
+    def support_requests(self, requests: ty.Iterable[ty.Any],
+                         numa_cells: ty.Any = None) -> bool:
+        """True when every request can be served together; no side effects.
+
+        Scheduler side: a dry run of :meth:`apply_requests` rolled back from
+        a journal of the touched counters.  Compute side: a dry run of
+        :meth:`consume_requests` whose picks are undone.  Neither copies
+        the pools or the devices.
+
+        :raises: InvalidPciRequest for a malformed request.
+        """
+        views = [pf.RequestView.of(r) for r in requests]
+        if self._scheduler_side:
+            journal = _Journal()
+            try:
+                return self._apply_views(views, numa_cells, journal)
+            finally:
+                journal.rollback()
+        picked: list[ty.Any] = []
+        try:
+            return all(self._fulfil(v, numa_cells, self._take_devices, picked)
+                       for v in views)
+        finally:
+            self.undo_consume(picked)
+
+    def _apply_views(self, views: list[pf.RequestView], numa_cells: ty.Any,
+                     journal: _Journal | None) -> bool:
+        take = self._take_counts(journal)
+        return all(self._fulfil(v, numa_cells, take, []) for v in views)
+
+    def apply_requests(self, requests: ty.Iterable[ty.Any],
+                       numa_cells: ty.Any = None) -> None:
+        """Account for the requests in the counts (scheduler side).
+
+        On a compute-side object the picked devices are held, as by
+        :meth:`consume_requests`.  All-or-nothing.
+
+        :raises: PciDeviceRequestFailed when the host cannot serve them.
+        """
+        requests = list(requests)
+        if not self._scheduler_side:
+            self.consume_requests(requests, numa_cells)
+            return
+        views = [pf.RequestView.of(r) for r in requests]
+        journal = _Journal()
+        if not self._apply_views(views, numa_cells, journal):
+            journal.rollback()
+            raise pool_errors.PciDeviceRequestFailed(
+                requests=_names(views), reason=self._why(views, numa_cells))
+
+    def consume_requests(self, requests: ty.Iterable[ty.Any],
+                         numa_cells: ty.Any = None) -> list[ty.Any]:
+        """Pick the devices for the requests (compute side).
+
+        Returns ``PciDevice`` objects with ``request_id`` set: whole
+        devices, existing free mdevs, new mdev ``PciDevice`` objects (address
+        None, fresh ``mdev_uuid``, ``extra_info['vgpu_type']``), or NVIDIA
+        VFs with ``extra_info['vgpu_type']`` set.  They are held (not free)
+        in this object until the tracker claims them or
+        :meth:`undo_consume` gives them back.  All-or-nothing.
+
+        :raises: PciDeviceRequestFailed, InvalidPciRequest.
+        """
+        views = [pf.RequestView.of(r) for r in requests]
+        picked: list[ty.Any] = []
+        for view in views:
+            if not self._fulfil(view, numa_cells, self._take_devices, picked):
+                self.undo_consume(picked)
+                raise pool_errors.PciDeviceRequestFailed(
+                    requests=_names(views),
+                    reason=self._why(views, numa_cells))
+        return picked
+
+    def undo_consume(self, devices: ty.Iterable[ty.Any]) -> None:
+        """Give back what :meth:`consume_requests` returned, not yet claimed.
+
+        Restores ``request_id`` and the VF type; new mdevs are forgotten.
+        Devices no longer held (already claimed) are left alone.
+        """
+        book = self._book
+        for dev in reversed(list(devices)):
+            key = pd.ident(dev)
+            hold = book.held.pop(key, None)
+            if hold is None:
+                continue
+            dev.request_id = hold.old_request_id
+            if hold.old_vgpu_type is not pool_book._UNSET:
+                _set_vgpu_type(dev, hold.old_vgpu_type)
+            if hold.created:
+                book.remove(key)
+            else:
+                book.recount(key)
+
+    # -- explain -----------------------------------------------------------------
+
+    def explain(self, requests: ty.Iterable[ty.Any],
+                numa_cells: ty.Any = None) -> Explanation:
+        """Per request, per pool: the first rule that rejected it.
+
+        Requests are explained in order against the state left by the
+        earlier ones (as they would be served), then everything is undone.
+        """
+        views = [pf.RequestView.of(r) for r in requests]
+        journal, picked = _Journal(), []  # type: ignore[var-annotated]
+        take = (self._take_counts(journal) if self._scheduler_side
+                else self._take_devices)
+        result = []
+        try:
+            for view in views:
+                ctx = pf.Context(view, numa_cells, self.numa_topology)
+                result.append(pf.explain_request(ctx, list(self._pools.values())))
+                self._fulfil(view, numa_cells, take, picked)
+        finally:
+            journal.rollback()
+            self.undo_consume(picked)
+        return Explanation(result)
+
+    def _why(self, views: list[pf.RequestView], numa_cells: ty.Any) -> str:
+        failed = [r for r in self.explain(views_as_requests(views),
+                                          numa_cells).requests
+                  if not r.satisfied]
+        if not failed:
+            return "the requests cannot all be served together"
+        r = failed[0]
+        return "request %s wants %d, %d usable" % (r.request_id, r.count,
+                                                     r.available)
+
+    # -- serialisation -----------------------------------------------------------
+
+    def __iter__(self) -> ty.Iterator[dict[str, ty.Any]]:
+        """Pool dicts in Nova's shape (no devices), counts derived."""
+        for p in list(self._pools.values()):
+            yield pool.to_dict(p)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PciDeviceStats):
+            return NotImplemented
+        return list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_device_pools_obj(self) -> ty.Any:
+        """``PciDevicePoolList`` for ``ComputeNode.pci_device_pools``."""
+        from pci_vgpu.objects import pci_device_pool
+
+        return pci_device_pool.PciDevicePoolList(objects=[
+            pci_device_pool.PciDevicePool.from_dict(d) for d in self])
+
+    def get_free_devs(self) -> list[ty.Any]:
+        """Whole devices that may be given now (Nova's name)."""
+        return [d for p in self._pools.values()
+                if isinstance(p, pool.DevicePool) for d in p.free.values()]
+
+
+def _set_vgpu_type(dev: ty.Any, vgpu_type: str | None) -> None:
+    setter = getattr(dev, "set_vgpu_type", None)
+    if setter is not None:
+        setter(vgpu_type)
+        return
+    info = dict(pd.attr(dev, "extra_info") or {})
+    if vgpu_type is None:
+        info.pop("vgpu_type", None)
+    else:
+        info["vgpu_type"] = vgpu_type
+    dev.extra_info = info
+
+
+def _names(views: list[pf.RequestView]) -> str:
+    return ", ".join("%s x%d" % (v.request_id, v.count) for v in views)
+
+
+def views_as_requests(views: list[pf.RequestView]) -> list[dict[str, ty.Any]]:
+    """Request dicts equivalent to parsed views (for re-explaining)."""
+    return [{"request_id": v.request_id, "count": v.count,
+             "spec": v.specs if not v.vgpu_types else
+             [dict(s, vgpu_types=sorted(v.vgpu_types)) for s in v.specs],
+             "numa_policy": v.numa_policy} for v in views]
