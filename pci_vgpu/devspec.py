@@ -1,0 +1,291 @@
+"""``[pci] device_spec``: which host devices may be given to guests.
+
+Each option value is a JSON object, or a list of them, with Nova's keys:
+``vendor_id`` / ``product_id`` (hex, ``*`` or absent = any), ``address``
+(a glob string ``[[[[domain]:]bus]:][slot][.[function]]`` with ``*``
+wildcards, or a dict of regexes with keys ``domain``, ``bus``, ``slot``,
+``function``, each matched from the start of the field as Nova does),
+``devname`` and free-form tags (``physical_network``, ``managed``, ...).
+
+vGPU additions:
+
+* a device without a PCI address (an mdev, a XAPI VGPU) matches through its
+  parent GPU's address (``parent_addr``);
+* an optional ``"vgpu_types": [...]`` narrows which vGPU types of a matched
+  GPU are offered, and which existing mdevs are assignable.  A type named in
+  the spec matches a GPU's type entry by id, name or identifier (see
+  ``doc/contract.rst``).
+
+Nova's "PF address also matches its VFs" needs sysfs and is not done here; a
+VF matches by its own address.  ``devname`` matches the ``devname`` key of
+a device dict rather than resolving a netdev through sysfs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import typing as ty
+
+from oslo_utils import strutils
+
+from pci_vgpu import exception
+from pci_vgpu import request
+
+if ty.TYPE_CHECKING:
+    from pci_vgpu.objects.pci_device import PciDevice
+
+ANY = "*"
+#: (name, maximum, width) of each address field, in address order.
+_ADDRESS_FIELDS = (("domain", 0xFFFF, 4), ("bus", 0xFF, 2),
+                   ("slot", 0x1F, 2), ("function", 0x7, 1))
+_ADDRESS_RE = re.compile(
+    r"([0-9a-fA-F]{4}):([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])")
+_BOOL_TAGS = ("managed", "live_migratable", "one_time_use")
+#: Tags copied from the spec onto a matched device dict (Nova's).
+_DEVICE_TAGS = ("managed", "live_migratable")
+
+
+def split_address(address: str) -> tuple[str, str, str, str]:
+    """``"0000:41:00.0"`` -> ``("0000", "41", "00", "0")``, lower case.
+
+    :raises: PciDeviceWrongAddressFormat
+    """
+    match = _ADDRESS_RE.fullmatch(address or "")
+    if not match:
+        raise exception.PciDeviceWrongAddressFormat(address=address)
+    return ty.cast(tuple[str, str, str, str],
+                   tuple(part.lower() for part in match.groups()))
+
+
+def _hex_field(name: str, value: str, maximum: int, width: int,
+               spec: ty.Any) -> str:
+    """Normalise one hex number of a spec, or ``*``."""
+    value = value.strip()
+    if value in (ANY, ""):
+        return ANY
+    try:
+        number = int(value, 16)
+    except ValueError:
+        raise exception.PciConfigInvalidSpec(
+            reason="%s %r in %s is not a hex number" % (name, value, spec))
+    if number > maximum:
+        raise exception.PciConfigInvalidSpec(
+            reason="%s %r in %s is greater than the maximum %X" % (
+                name, value, spec, maximum))
+    return "%0*x" % (width, number)
+
+
+class AddressGlob:
+    """``[[[[domain]:]bus]:][slot][.[function]]``, missing or ``*`` = any."""
+
+    def __init__(self, glob: str) -> None:
+        head, _, function = glob.partition(".")
+        parts = head.split(":") if head else []
+        if len(parts) > 3:
+            raise exception.PciDeviceWrongAddressFormat(address=glob)
+        parts = [ANY] * (3 - len(parts)) + parts + [function]
+        self.fields = tuple(
+            _hex_field(name, part, maximum, width, repr(glob))
+            for part, (name, maximum, width) in zip(parts, _ADDRESS_FIELDS))
+
+    def match(self, address: str) -> bool:
+        return all(want in (ANY, got)
+                   for want, got in zip(self.fields, split_address(address)))
+
+
+class AddressRegex:
+    """Dict of regexes per field; a missing field matches anything."""
+
+    def __init__(self, regexes: dict[str, ty.Any]) -> None:
+        names = [name for name, _, _ in _ADDRESS_FIELDS]
+        unknown = sorted(set(regexes) - set(names))
+        if unknown:
+            raise exception.PciDeviceWrongAddressFormat(address=regexes)
+        try:
+            self.regexes = tuple(re.compile(str(regexes.get(name, ".*")))
+                                 for name in names)
+        except re.error:
+            raise exception.PciDeviceWrongAddressFormat(address=regexes)
+
+    def match(self, address: str) -> bool:
+        return all(regex.match(part) for regex, part in
+                   zip(self.regexes, split_address(address)))
+
+
+def _address_spec(address: ty.Any) -> AddressGlob | AddressRegex:
+    if isinstance(address, str):
+        return AddressGlob(address)
+    if isinstance(address, dict):
+        return AddressRegex(address)
+    raise exception.PciDeviceWrongAddressFormat(address=address)
+
+
+class PciDeviceSpec:
+    """One ``device_spec`` entry: what it matches and the tags it gives."""
+
+    def __init__(self, dev_spec: dict[str, ty.Any]) -> None:
+        self.dev_spec_conf = copy.deepcopy(dev_spec)
+        tags = dict(dev_spec)
+        label = json.dumps(dev_spec, sort_keys=True)
+        self.vendor_id = _hex_field("vendor_id", str(tags.pop(
+            "vendor_id", ANY)), 0xFFFF, 4, label)
+        self.product_id = _hex_field("product_id", str(tags.pop(
+            "product_id", ANY)), 0xFFFF, 4, label)
+        self.devname: str | None = tags.pop("devname", None)
+        address = tags.pop("address", None)
+        if address is not None and self.devname:
+            raise exception.PciDeviceInvalidDeviceName(spec=label)
+        self.address = _address_spec(address if address is not None
+                                     else "*:*:*.*")
+        self.vgpu_types = _spec_vgpu_types(tags.pop("vgpu_types", None),
+                                           label)
+        for tag in _BOOL_TAGS:
+            if tags.get(tag) is not None:
+                tags[tag] = _bool_tag(tag, tags[tag], label)
+        self.tags: dict[str, ty.Any] = tags
+
+    def get_tags(self) -> dict[str, ty.Any]:
+        return self.tags
+
+    def match(self, dev_dict: ty.Mapping[str, ty.Any]) -> bool:
+        """Whether this spec admits the device dict (see module doc)."""
+        return (self._ids_match(dev_dict) and self._place_matches(dev_dict)
+                and self._existing_vgpu_matches(dev_dict))
+
+    def _ids_match(self, dev: ty.Mapping[str, ty.Any]) -> bool:
+        return (self.vendor_id in (ANY, str(dev.get("vendor_id")).lower())
+                and self.product_id in (ANY,
+                                        str(dev.get("product_id")).lower()))
+
+    def _place_matches(self, dev: ty.Mapping[str, ty.Any]) -> bool:
+        if self.devname:
+            return bool(dev.get("devname") == self.devname)
+        address = dev.get("address") or dev.get("parent_addr")
+        if not address:
+            return False
+        try:
+            return self.address.match(address)
+        except exception.PciDeviceWrongAddressFormat:
+            return False
+
+    def _existing_vgpu_matches(self, dev: ty.Mapping[str, ty.Any]) -> bool:
+        """An existing vGPU passes only if its type is one the spec offers."""
+        vgpu_type = dev.get("vgpu_type") or dev.get("mdev_type")
+        if not self.vgpu_types or not vgpu_type:
+            return True
+        return vgpu_type in self.vgpu_types
+
+    def offered_vgpu_types(
+            self, vgpu_types: dict[str, dict[str, ty.Any]]
+    ) -> dict[str, dict[str, ty.Any]]:
+        """The GPU's type entries this spec offers (all when it says none)."""
+        if not self.vgpu_types:
+            return dict(vgpu_types)
+        return {type_id: entry for type_id, entry in vgpu_types.items()
+                if self.vgpu_types & {type_id, entry.get("name"),
+                                      entry.get("identifier")}}
+
+    def match_pci_obj(self, pci_obj: PciDevice) -> bool:
+        return self.match(device_dict_of(pci_obj))
+
+    def enhanced_pci_device_with_spec_tags(self, dev: dict[str, ty.Any]) -> None:
+        """Copy the managed / live_migratable tags onto ``dev`` (Nova's)."""
+        for tag in _DEVICE_TAGS:
+            if self.tags.get(tag) is not None:
+                dev[tag] = self.tags[tag]
+
+
+def _spec_vgpu_types(value: ty.Any, label: str) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names:
+        raise exception.PciConfigInvalidSpec(
+            reason="vgpu_types %r in %s must be a type name or a non-empty "
+                   "list of them" % (value, label))
+    try:
+        return frozenset(request.validate_vgpu_type_name(n) for n in names)
+    except exception.InvalidVgpuTypeName as exc:
+        raise exception.PciConfigInvalidSpec(
+            reason="%s in %s" % (exc.format_message(), label))
+
+
+def _bool_tag(tag: str, value: ty.Any, label: str) -> str:
+    try:
+        return "true" if strutils.bool_from_string(value, strict=True) \
+            else "false"
+    except ValueError:
+        raise exception.PciConfigInvalidSpec(
+            reason="cannot parse tag %r value %r in %s: expected a boolean "
+                   "such as 'true' or 'false'" % (tag, value, label))
+
+
+def device_dict_of(pci_obj: PciDevice) -> dict[str, ty.Any]:
+    """The keys of a PciDevice that spec matching looks at."""
+    return {
+        "vendor_id": pci_obj.vendor_id, "product_id": pci_obj.product_id,
+        "address": pci_obj.address, "parent_addr": pci_obj.parent_addr,
+        "dev_type": pci_obj.dev_type, "vgpu_type": pci_obj.vgpu_type,
+    }
+
+
+def parse_device_specs(values: ty.Iterable[str]) -> list[PciDeviceSpec]:
+    """Parse every ``device_spec`` option value.
+
+    :raises: PciConfigInvalidSpec naming the value.
+    """
+    specs = []
+    for raw in values:
+        try:
+            parsed = json.loads(raw)
+        except ValueError as exc:
+            raise exception.PciConfigInvalidSpec(
+                reason="invalid entry %r: not JSON (%s)" % (raw, exc))
+        entries = [parsed] if isinstance(parsed, dict) else parsed
+        if not isinstance(entries, list) or not all(
+                isinstance(e, dict) for e in entries):
+            raise exception.PciConfigInvalidSpec(
+                reason="invalid entry %r: expected a JSON object or a list "
+                       "of objects" % raw)
+        specs.extend(PciDeviceSpec(entry) for entry in entries)
+    return specs
+
+
+class Whitelist:
+    """The parsed ``[pci] device_spec``; the first matching spec wins."""
+
+    def __init__(self, specs: ty.Iterable[str] | None = None) -> None:
+        self.specs = parse_device_specs(specs or [])
+
+    def device_assignable(
+            self, dev_dict: ty.Mapping[str, ty.Any]) -> PciDeviceSpec | None:
+        """The spec admitting ``dev_dict``, or None."""
+        for spec in self.specs:
+            if spec.match(dev_dict):
+                return spec
+        return None
+
+    def get_devspec(self, pci_dev: PciDevice) -> PciDeviceSpec | None:
+        """The spec admitting a PciDevice object, or None."""
+        return self.device_assignable(device_dict_of(pci_dev))
+
+    def filter_device(
+            self, dev_dict: ty.Mapping[str, ty.Any]) -> dict[str, ty.Any] | None:
+        """A copy of ``dev_dict`` as the spec offers it, or None.
+
+        The copy carries the spec's managed / live_migratable tags and, for a
+        vGPU-capable GPU, only the vGPU types the spec offers.
+        """
+        spec = self.device_assignable(dev_dict)
+        if spec is None:
+            return None
+        result = copy.deepcopy(dict(dev_dict))
+        spec.enhanced_pci_device_with_spec_tags(result)
+        types = result.get("vgpu_types")
+        if isinstance(types, str):
+            types = json.loads(types)
+        if isinstance(types, dict):
+            result["vgpu_types"] = spec.offered_vgpu_types(types)
+        return result

@@ -1,0 +1,160 @@
+"""[pci] device_spec parsing and matching, including address-less vGPUs."""
+
+import json
+
+import pytest
+
+from pci_vgpu import devspec
+from pci_vgpu import exception
+from pci_vgpu import objects
+
+fake_gpu = {"address": "0000:41:00.0", "vendor_id": "10de",
+            "product_id": "1eb8", "dev_type": "type-PCI",
+            "vgpu_types": {
+                "nvidia-222": {"name": "GRID T4-1B", "identifier": None},
+                "nvidia-223": {"name": "GRID T4-2Q", "identifier": None},
+                "nvidia-224": {"name": "GRID T4-4Q", "identifier": "t4-4q"}}}
+fake_mdev = {"address": None, "parent_addr": "0000:41:00.0",
+             "vendor_id": "10de", "product_id": "1eb8", "dev_type": "mdev",
+             "mdev_type": "nvidia-222",
+             "mdev_uuid": "4b20d080-1b54-4048-85b3-a6a62d165c01"}
+fake_vf = {"address": "0000:81:10.2", "parent_addr": "0000:81:00.0",
+           "vendor_id": "8086", "product_id": "1515", "dev_type": "type-VF"}
+
+
+def _wl(*specs):
+    return devspec.Whitelist([s if isinstance(s, str) else json.dumps(s)
+                              for s in specs])
+
+
+@pytest.mark.parametrize("address,matches", [
+    ("0000:41:00.0", True),
+    ("*:41:00.0", True),
+    (":41:00.", True),
+    ("41:00.0", True),
+    ("00.0", True),
+    ("*:*:*.*", True),
+    ("0000:41:*.*", True),
+    ("0:41:0.0", True),
+    ("0000:42:00.0", False),
+    ("0000:41:00.1", False),
+    ("0001:41:00.0", False),
+])
+def test_address_glob(address, matches):
+    assert bool(_wl({"address": address}).device_assignable(fake_gpu)) is \
+        matches
+
+
+@pytest.mark.parametrize("regexes,matches", [
+    ({"bus": "4[01]"}, True),
+    ({"domain": "0000", "bus": "41", "slot": "00", "function": "[0-2]"},
+     True),
+    ({"function": "[1-7]"}, False),
+    ({"bus": "8."}, False),
+])
+def test_address_regex(regexes, matches):
+    assert bool(_wl({"address": regexes}).device_assignable(fake_gpu)) is \
+        matches
+
+
+def test_ids_and_wildcards():
+    assert _wl({"vendor_id": "10DE"}).device_assignable(fake_gpu)
+    assert _wl({"vendor_id": "10de", "product_id": "*"}).device_assignable(
+        fake_gpu)
+    assert _wl({}).device_assignable(fake_vf)
+    assert not _wl({"product_id": "1eb9"}).device_assignable(fake_gpu)
+
+
+def test_mdev_without_address_matches_through_parent():
+    assert _wl({"address": "0000:41:00.0"}).device_assignable(fake_mdev)
+    assert not _wl({"address": "0000:42:00.0"}).device_assignable(fake_mdev)
+    orphan = dict(fake_mdev, parent_addr=None)
+    assert not _wl({"vendor_id": "10de"}).device_assignable(orphan)
+
+
+def test_vgpu_types_narrow_offered_types_by_id_name_or_identifier():
+    wl = _wl({"address": "0000:41:00.0",
+              "vgpu_types": ["nvidia-222", "GRID T4-2Q", "t4-4q"]})
+    assert sorted(wl.filter_device(fake_gpu)["vgpu_types"]) == \
+        ["nvidia-222", "nvidia-223", "nvidia-224"]
+    wl = _wl({"address": "0000:41:00.0", "vgpu_types": "GRID T4-2Q"})
+    assert list(wl.filter_device(fake_gpu)["vgpu_types"]) == ["nvidia-223"]
+    assert fake_gpu["vgpu_types"].keys() == {"nvidia-222", "nvidia-223",
+                                             "nvidia-224"}
+
+
+def test_vgpu_types_in_spec_filter_existing_mdevs_by_type():
+    wl = _wl({"vendor_id": "10de", "vgpu_types": ["nvidia-223"]})
+    assert wl.device_assignable(fake_mdev) is None
+    assert wl.device_assignable(dict(fake_mdev, mdev_type="nvidia-223"))
+    assert wl.device_assignable(fake_gpu)
+
+
+def test_first_matching_spec_wins_and_tags_are_kept():
+    wl = _wl('[{"vendor_id": "8086", "physical_network": "physnet1"}, '
+             '{"vendor_id": "10de", "managed": "no"}]')
+    assert wl.device_assignable(fake_vf).get_tags() == {
+        "physical_network": "physnet1"}
+    spec = wl.device_assignable(fake_gpu)
+    assert spec.get_tags() == {"managed": "false"}
+    assert wl.filter_device(fake_gpu)["managed"] == "false"
+
+
+def test_get_devspec_for_objects_including_mdevs():
+    wl = _wl({"address": "0000:41:00.0", "vgpu_types": ["nvidia-222"]})
+    mdev = objects.PciDevice.create(None, fake_mdev)
+    assert wl.get_devspec(mdev) is wl.specs[0]
+    other = objects.PciDevice.create(None, dict(fake_mdev,
+                                                mdev_type="nvidia-999"))
+    assert wl.get_devspec(other) is None
+
+
+def test_devname_matches_device_devname():
+    wl = _wl({"devname": "eth3"})
+    assert wl.device_assignable(dict(fake_vf, devname="eth3"))
+    assert not wl.device_assignable(fake_vf)
+
+
+def test_empty_whitelist_matches_nothing():
+    assert devspec.Whitelist().device_assignable(fake_gpu) is None
+
+
+BAD_SPECS = [
+    ("{not json", exception.PciConfigInvalidSpec, ["'{not json'", "not JSON"]),
+    ('"a string"', exception.PciConfigInvalidSpec,
+     ["expected a JSON object"]),
+    ('[1]', exception.PciConfigInvalidSpec, ["expected a JSON object"]),
+    ({"vendor_id": "xyz1"}, exception.PciConfigInvalidSpec,
+     ["vendor_id 'xyz1'", "not a hex number"]),
+    ({"product_id": "12345"}, exception.PciConfigInvalidSpec,
+     ["product_id '12345'", "greater than the maximum FFFF"]),
+    ({"address": "0000:41:20.0"}, exception.PciConfigInvalidSpec,
+     ["slot '20'", "maximum 1F"]),
+    ({"address": "0000:41:00.8"}, exception.PciConfigInvalidSpec,
+     ["function '8'", "maximum 7"]),
+    ({"address": "1:2:3:4.0"}, exception.PciDeviceWrongAddressFormat,
+     ["1:2:3:4.0", "incorrect format"]),
+    ({"address": {"bus": "("}}, exception.PciDeviceWrongAddressFormat,
+     ["'bus': '('"]),
+    ({"address": {"colour": "x"}}, exception.PciDeviceWrongAddressFormat,
+     ["colour"]),
+    ({"address": 12}, exception.PciDeviceWrongAddressFormat, ["12"]),
+    ({"address": "*:41:00.0", "devname": "eth0"},
+     exception.PciDeviceInvalidDeviceName,
+     ["devname and address", "eth0"]),
+    ({"managed": "maybe"}, exception.PciConfigInvalidSpec,
+     ["'managed'", "'maybe'", "boolean"]),
+    ({"vgpu_types": ["a/b"]}, exception.PciConfigInvalidSpec,
+     ["'a/b'", "contains '/'"]),
+    ({"vgpu_types": []}, exception.PciConfigInvalidSpec,
+     ["vgpu_types []", "non-empty list"]),
+]
+
+
+@pytest.mark.parametrize("spec,exc,words", BAD_SPECS)
+def test_bad_device_spec_names_the_value(spec, exc, words):
+    with pytest.raises(exc) as err:
+        _wl(spec)
+    assert isinstance(err.value, exception.PciConfigInvalidSpec)
+    for word in words:
+        assert word in str(err.value)
