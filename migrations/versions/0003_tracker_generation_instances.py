@@ -1,8 +1,11 @@
-"""Tracker state: compute_nodes.generation and the instances table.
+"""Tracker state: generation, pci_devices.pending_removal, instances.
 
 ``generation`` is the compare-and-swap counter of claims (see
 ``pci_vgpu.db.api``); ``instances`` records each guest's requests, NUMA
-cells and whether its devices are claimed or allocated.
+cells and whether its devices are claimed or allocated;
+``pci_devices.pending_removal`` marks a device the hypervisor stopped
+reporting while it was in use: it is removed when freed (Nova keeps that in
+memory only, which a second worker process would not see).
 
 Revision ID: 0003
 Revises: 0002
@@ -23,6 +26,9 @@ def upgrade() -> None:
     with op.batch_alter_table("compute_nodes") as batch:
         batch.add_column(sa.Column("generation", sa.Integer, nullable=False,
                                    server_default="0"))
+    with op.batch_alter_table("pci_devices") as batch:
+        batch.add_column(sa.Column("pending_removal", sa.Boolean(),
+                                   nullable=False, server_default=sa.false()))
     op.create_table(
         "instances",
         sa.Column("created_at", sa.DateTime),
@@ -45,5 +51,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("instances")
+    with op.batch_alter_table("pci_devices") as batch:
+        batch.drop_column("pending_removal")
     with op.batch_alter_table("compute_nodes") as batch:
         batch.drop_column("generation")

@@ -119,6 +119,9 @@ class PciDevice(_Timestamps, _SoftDelete, Base):
     mdev_uuid: orm.Mapped[str | None] = orm.mapped_column(sa.String(36), nullable=True)
     #: Identity on the node: address, or "mdev:<mdev_uuid>" (new, NOT NULL).
     device_key: orm.Mapped[str] = orm.mapped_column(sa.String(64), nullable=False)
+    #: The hypervisor stopped reporting it while in use: remove when freed.
+    pending_removal: orm.Mapped[bool] = orm.mapped_column(
+        sa.Boolean(), nullable=False, default=False, server_default=sa.false())
 
 
 class Instance(_Timestamps, Base):

@@ -1,0 +1,106 @@
+"""Conversions between database rows and the tracker's objects.
+
+One place knows how a ``pci_devices`` row maps to a ``PciDevice`` 1.8 (and
+back), and how an ``instances`` row maps to an :class:`InstanceRecord`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing as ty
+
+from oslo_utils import uuidutils
+import sqlalchemy as sa
+
+from pci_vgpu.objects import fields
+from pci_vgpu.objects import instance_pci_requests
+from pci_vgpu.objects import pci_device
+
+#: PciDevice fields stored in same-named pci_devices columns.
+_COLUMNS = ("uuid", "compute_node_id", "address", "vendor_id", "product_id",
+            "dev_type", "status", "dev_id", "label", "instance_uuid",
+            "request_id", "numa_node", "parent_addr", "mdev_uuid")
+
+CLAIMED = "claimed"
+ALLOCATED = "allocated"
+
+
+@dataclasses.dataclass
+class InstanceRecord:
+    """An instance holding devices on the node, as stored in ``instances``."""
+
+    uuid: str
+    name: str | None
+    #: "claimed" or "allocated".
+    status: str
+    requests: list[instance_pci_requests.InstancePCIRequest]
+    #: Guest NUMA cell ids the claim was made for, or None.
+    numa_cells: list[int] | None
+
+
+def device_key(dev: pci_device.PciDevice) -> str:
+    """The row identity: the PCI address, or ``mdev:<uuid>`` for a vGPU."""
+    if dev.dev_type == fields.PciDeviceType.MDEV or not dev.address:
+        return "mdev:%s" % dev.mdev_uuid
+    return str(dev.address)
+
+
+def dict_key(dev_dict: dict[str, ty.Any]) -> str | None:
+    """:func:`device_key` of a driver's device dict (None if it has neither)."""
+    if dev_dict.get("dev_type") == fields.PciDeviceType.MDEV or \
+            not dev_dict.get("address"):
+        mdev = dev_dict.get("mdev_uuid")
+        return "mdev:%s" % str(mdev).lower() if mdev else None
+    return str(dev_dict["address"])
+
+
+def device_from_row(row: sa.Row[ty.Any]) -> pci_device.PciDevice:
+    """Build a ``PciDevice`` with no pending changes from its row.
+
+    A Nova row without a record UUID gets one, left marked as changed so
+    the next write stores it (Nova's ``populate_dev_uuids``, done lazily).
+    """
+    values = {name: getattr(row, name) for name in _COLUMNS}
+    values["extra_info"] = json.loads(row.extra_info) if row.extra_info else {}
+    missing_uuid = values["uuid"] is None
+    if missing_uuid:
+        values["uuid"] = uuidutils.generate_uuid()
+    dev = pci_device.PciDevice(id=row.id, **values)
+    dev.obj_reset_changes()
+    if missing_uuid:
+        dev.uuid = values["uuid"]
+    return dev
+
+
+def row_values(dev: pci_device.PciDevice,
+               names: ty.Iterable[str] | None = None) -> dict[str, ty.Any]:
+    """Column values of ``dev`` (only ``names`` if given) for INSERT/UPDATE."""
+    wanted = set(_COLUMNS) | {"extra_info"} if names is None else set(names)
+    values: dict[str, ty.Any] = {}
+    for name in wanted & (set(_COLUMNS) | {"extra_info"}):
+        if not dev.obj_attr_is_set(name):
+            continue
+        value = getattr(dev, name)
+        values[name] = json.dumps(dict(value), sort_keys=True) \
+            if name == "extra_info" else value
+    if names is None or {"address", "mdev_uuid", "dev_type"} & wanted:
+        values["device_key"] = device_key(dev)
+    return values
+
+
+def instance_from_row(row: sa.Row[ty.Any]) -> InstanceRecord:
+    requests = instance_pci_requests.InstancePCIRequests.obj_from_db(
+        None, row.uuid, row.pci_requests).requests
+    cells = json.loads(row.numa_cells) if row.numa_cells else None
+    return InstanceRecord(uuid=row.uuid, name=row.name, status=row.status,
+                          requests=list(requests), numa_cells=cells)
+
+
+def instance_values(record: InstanceRecord) -> dict[str, ty.Any]:
+    blob = instance_pci_requests.InstancePCIRequests(
+        instance_uuid=record.uuid, requests=list(record.requests)).to_json()
+    return {"uuid": record.uuid, "name": record.name, "status": record.status,
+            "pci_requests": blob,
+            "numa_cells": (json.dumps(record.numa_cells)
+                           if record.numa_cells is not None else None)}

@@ -1,0 +1,260 @@
+"""One compute node's devices, instances and pools, as the tracker holds them.
+
+:class:`NodeState` is built from rows at one generation, changed in memory
+by the tracker's operations (inside a write transaction), and written back
+by :meth:`NodeState.flush`: new rows inserted, changed rows updated (only
+the changed columns), gone rows soft-deleted.  If the transaction fails the
+tracker throws the whole state away, so nothing here needs undoing.
+"""
+
+from __future__ import annotations
+
+import typing as ty
+
+from oslo_log import log as logging
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from pci_vgpu import exception
+from pci_vgpu.db import api as db_api
+from pci_vgpu.db import exception as db_exc
+from pci_vgpu.db import records
+from pci_vgpu.objects import device_tree
+from pci_vgpu.objects import fields
+from pci_vgpu.objects import pci_device
+
+LOG = logging.getLogger(__name__)
+
+Status = fields.PciDeviceStatus
+PciDevice = pci_device.PciDevice
+_REQUIRED_KEYS = ("vendor_id", "product_id", "dev_type")
+#: What ``PciDevice.remove`` raises for a device (or child) still in use.
+_IN_USE_ERRORS = (exception.PciDeviceInvalidStatus,
+                  exception.PciDeviceInvalidOwner)
+
+
+def validate_device_dict(dev: ty.Any) -> str:
+    """Check one entry of a ``pci_passthrough_devices`` report.
+
+    :returns: the entry's device key.
+    :raises: InvalidDeviceReport naming the entry and what is wrong.
+    """
+    if not isinstance(dev, dict):
+        raise db_exc.InvalidDeviceReport(reason="entry %r is not a dict" % (dev,))
+    missing = [k for k in _REQUIRED_KEYS if not dev.get(k)]
+    if missing:
+        raise db_exc.InvalidDeviceReport(
+            reason="entry %s lacks %s" % (dev.get("address") or
+                                          dev.get("mdev_uuid") or dev,
+                                          ", ".join(missing)))
+    key = records.dict_key(dev)
+    if key is None:
+        raise db_exc.InvalidDeviceReport(
+            reason="entry %s (dev_type %s) has neither an address nor an "
+                   "mdev_uuid" % (dev.get("dev_id"), dev.get("dev_type")))
+    return key
+
+
+def cells_arg(numa_cells: ty.Sequence[int] | None) -> list[dict[str, int]] | None:
+    """NUMA cell ids in the shape ``PciDeviceStats`` reads (``cell.id``)."""
+    if numa_cells is None:
+        return None
+    return [{"id": int(cell)} for cell in numa_cells]
+
+
+def _new_stats(args: dict[str, ty.Any]) -> ty.Any:
+    # Imported here: pci_vgpu.stats is only needed once a node is loaded.
+    from pci_vgpu import stats
+    return stats.PciDeviceStats(**args)
+
+
+def _contains(devices: list[PciDevice], dev: PciDevice) -> bool:
+    # Identity, not PciDevice.__eq__ (which compares attributes).
+    return any(d is dev for d in devices)
+
+
+class NodeState:
+    """Devices (by device key), instances (by UUID) and pools of a node."""
+
+    def __init__(self, generation: int, devices: list[PciDevice],
+                 instances: list[records.InstanceRecord],
+                 pending_removal: set[str], stats_args: dict[str, ty.Any]) -> None:
+        self.generation = generation
+        self.devices = {records.device_key(d): d for d in devices}
+        self.instances = {r.uuid: r for r in instances}
+        self.pending_removal = pending_removal
+        device_tree.build_device_tree(devices)
+        self.stats = _new_stats(stats_args)
+        for dev in devices:
+            self.stats.add_device(dev)
+        self._new: list[PciDevice] = []
+        self._gone: list[PciDevice] = []
+        self._flags: dict[str, bool] = {}
+
+    @classmethod
+    def from_rows(cls, generation: int, rows: list[sa.Row[ty.Any]],
+                  inst_rows: list[sa.Row[ty.Any]],
+                  stats_args: dict[str, ty.Any]) -> NodeState:
+        devices = [records.device_from_row(r) for r in rows]
+        pending = {r.device_key for r in rows if r.pending_removal}
+        instances = [records.instance_from_row(r) for r in inst_rows]
+        return cls(generation, devices, instances, pending, stats_args)
+
+    def devices_of(self, instance_uuid: str) -> list[PciDevice]:
+        return [d for d in self.devices.values()
+                if d.instance_uuid == instance_uuid
+                and d.status in device_tree.IN_USE]
+
+    # -- inventory ------------------------------------------------------------
+
+    def apply_report(self, reported: dict[str, dict[str, ty.Any]]) -> None:
+        """Add, update and remove devices to match the hypervisor's report."""
+        for key in [k for k in self.devices if k not in reported]:
+            self._vanish(key)
+        for key, dev_dict in reported.items():
+            if key in self.devices:
+                self._update(key, dev_dict)
+            else:
+                self._add(key, dev_dict)
+        device_tree.build_device_tree(self.devices.values())
+
+    def _vanish(self, key: str) -> None:
+        dev = self.devices[key]
+        try:
+            dev.remove()
+        except _IN_USE_ERRORS as exc:
+            if key not in self.pending_removal:
+                LOG.warning("Device %(dev)s is gone from the hypervisor but "
+                            "in use; removing it when freed: %(err)s",
+                            {"dev": dev.ident, "err": exc})
+                self._set_pending(key, True)
+            return
+        self._drop(key)
+
+    def _update(self, key: str, dev_dict: dict[str, ty.Any]) -> None:
+        dev = self.devices[key]
+        if key in self.pending_removal:
+            self._set_pending(key, False)
+        if dev.status in device_tree.IN_USE:
+            # Nova parks such changes until the device is freed; the next
+            # report after the free applies them.
+            return
+        dev.update_device(dev_dict)
+        self.stats.update_device(dev)
+
+    def _add(self, key: str, dev_dict: dict[str, ty.Any]) -> None:
+        dev = PciDevice.create(None, dev_dict)
+        self._insert(dev)
+        device_tree.build_device_tree(self.devices.values())
+        self.stats.add_device(dev)
+
+    def _insert(self, dev: PciDevice) -> None:
+        self.devices[records.device_key(dev)] = dev
+        self._new.append(dev)
+
+    def _drop(self, key: str) -> None:
+        """Forget a device: soft-deleted at flush, out of the pools now."""
+        dev = self.devices.pop(key)
+        self.stats.remove_device(dev)
+        dev.status = Status.DELETED
+        parent = dev.parent_device
+        if parent is not None:
+            parent.child_devices = [c for c in parent.child_devices
+                                    if c is not dev]
+        self.pending_removal.discard(key)
+        if _contains(self._new, dev):
+            self._new = [d for d in self._new if d is not dev]
+        else:
+            self._gone.append(dev)
+
+    def _set_pending(self, key: str, flag: bool) -> None:
+        (self.pending_removal.add if flag else self.pending_removal.discard)(key)
+        self._flags[key] = flag
+
+    # -- claims -----------------------------------------------------------------
+
+    def claim(self, record: records.InstanceRecord,
+              node_id: int) -> list[PciDevice]:
+        """Pick and claim devices for ``record``'s requests.
+
+        :raises: InstanceAlreadyTracked; PciDeviceRequestFailed.
+        """
+        existing = self.instances.get(record.uuid)
+        if existing is not None:
+            raise db_exc.InstanceAlreadyTracked(
+                instance_uuid=record.uuid, node=node_id, status=existing.status)
+        chosen = self.stats.consume_requests(
+            record.requests, numa_cells=cells_arg(record.numa_cells))
+        for dev in chosen:
+            key = records.device_key(dev)
+            if key not in self.devices:
+                dev.compute_node_id = node_id
+                self._insert(dev)
+                device_tree.build_device_tree(self.devices.values())
+            dev.claim(record.uuid)
+        self._resync_stats()
+        self.instances[record.uuid] = record
+        return list(chosen)
+
+    def allocate(self, instance_uuid: str, node: str) -> list[PciDevice]:
+        """:raises: InstanceNotTracked if ``instance_uuid`` holds no claim."""
+        record = self.instances.get(instance_uuid)
+        if record is None or record.status != records.CLAIMED:
+            raise db_exc.InstanceNotTracked(
+                instance_uuid=instance_uuid, what="claim", node=node)
+        devices = self.devices_of(instance_uuid)
+        for dev in devices:
+            if dev.status == Status.CLAIMED:
+                dev.allocate(instance_uuid)
+        self._resync_stats()
+        record.status = records.ALLOCATED
+        return devices
+
+    def free(self, instance_uuid: str) -> list[PciDevice]:
+        """Free the instance's devices; returns every device made available."""
+        freed: list[PciDevice] = []
+        for dev in self.devices_of(instance_uuid):
+            freed.extend(dev.free())
+        for dev in [d for d in freed if d.is_mdev]:
+            self._drop(records.device_key(dev))
+        for key in [k for k in self.pending_removal if k in self.devices]:
+            self._vanish(key)
+        self._resync_stats()
+        del self.instances[instance_uuid]
+        return freed
+
+    def _resync_stats(self) -> None:
+        """Tell the pools about every status the state machine changed."""
+        for dev in self.devices.values():
+            if "status" in dev.obj_what_changed():
+                self.stats.update_device(dev)
+
+    # -- writing ------------------------------------------------------------------
+
+    def flush(self, session: orm.Session, node_id: int) -> bool:
+        """Write every change since the last flush; False if there was none."""
+        wrote = False
+        for dev in self._gone:
+            db_api.soft_delete_device(session, node_id, records.device_key(dev),
+                                      Status.DELETED)
+            wrote = True
+        for dev in self._new:
+            dev.id = db_api.insert_device(session, node_id,
+                                          records.row_values(dev))
+            wrote = True
+        for key, dev in self.devices.items():
+            changed = dev.obj_what_changed() - {"id"}
+            if not changed or _contains(self._new, dev):
+                continue
+            values = records.row_values(dev, changed)
+            if key in self._flags:
+                values["pending_removal"] = self._flags.pop(key)
+            db_api.update_device(session, node_id, key, values)
+            wrote = True
+        for key, flag in self._flags.items():
+            db_api.update_device(session, node_id, key, {"pending_removal": flag})
+            wrote = True
+        for dev in self.devices.values():
+            dev.obj_reset_changes()
+        self._new, self._gone, self._flags = [], [], {}
+        return wrote

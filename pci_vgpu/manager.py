@@ -1,0 +1,309 @@
+"""The device tracker: one compute node's devices, claims and allocations.
+
+The role of Nova's ``nova/pci/manager.py`` ``PciDevTracker``, with the state
+kept in a database that several worker processes (or hosts) share:
+
+* the hypervisor's ``pci_passthrough_devices`` report adds, updates and
+  removes device rows (a vanished device still in use is kept, flagged
+  ``pending_removal``, and removed when freed);
+* ``claim_instance`` -> ``allocate_instance`` -> ``free_instance`` move an
+  instance's devices through the ``PciDevice`` state machine, choosing them
+  with ``PciDeviceStats`` (pools, NUMA, vGPU capacity rules);
+* a vGPU (mdev) row created by a claim is soft-deleted when freed: the vGPU
+  no longer exists, and a free mdev would still occupy its GPU.
+
+Atomicity: every write is one transaction that begins with a
+compare-and-swap of the node's generation (``pci_vgpu.db.api``).  The
+tracker caches the node's devices and pools with the generation they were
+read at; a write whose compare-and-swap fails reloads and retries, up to
+``MAX_ATTEMPTS`` times.  Two workers racing for the last vGPU: the second
+one's swap fails, it reloads, finds no capacity and gets
+``PciDeviceRequestFailed``; its transaction rolled back, so nothing of it is
+written.  A failed write of any kind drops the cache, so memory never holds
+state the database does not.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import typing as ty
+
+from oslo_db import api as oslo_db_api
+from oslo_db import exception as oslo_db_exc
+from oslo_log import log as logging
+from sqlalchemy import orm
+
+from pci_vgpu.db import api as db_api
+from pci_vgpu.db import exception as db_exc
+from pci_vgpu.db import records
+from pci_vgpu.db import state as tracker_state
+from pci_vgpu.objects import fields
+from pci_vgpu.objects import instance_pci_requests
+from pci_vgpu.objects import pci_device
+
+LOG = logging.getLogger(__name__)
+
+Status = fields.PciDeviceStatus
+InstanceRecord = records.InstanceRecord
+#: Compare-and-swap attempts before giving up (each reloads the node).
+MAX_ATTEMPTS = 50
+_Result = ty.TypeVar("_Result")
+_Requests = ty.Union[instance_pci_requests.InstancePCIRequests,
+                     ty.Sequence[instance_pci_requests.InstancePCIRequest]]
+
+
+class _NothingToWrite(Exception):
+    """Raised inside a write that changed nothing, to skip the swap."""
+
+    def __init__(self, result: ty.Any) -> None:
+        super().__init__()
+        self.result = result
+
+
+class PciDevTracker:
+    """Tracks the devices of compute node ``compute_node_name``.
+
+    ``database`` is a :class:`pci_vgpu.db.api.Database` (the session
+    factory); ``dev_filter`` a ``Whitelist`` (or None: every reported
+    device is assignable); ``placement_policy`` "pack" or "spread".
+    """
+
+    def __init__(self, database: db_api.Database, compute_node_name: str,
+                 dev_filter: ty.Any = None, placement_policy: str = "pack",
+                 numa_topology: ty.Any = None) -> None:
+        """:raises: DBError subclasses if the database is unreachable."""
+        self._db = database
+        self.hostname = compute_node_name
+        self._stats_args = dict(numa_topology=numa_topology,
+                                dev_filter=dev_filter,
+                                placement_policy=placement_policy)
+        self.dev_filter = dev_filter
+        self.node_id = self._get_or_create_node()
+        self._state: tracker_state.NodeState | None = None
+
+    def _get_or_create_node(self) -> int:
+        for _ in range(2):
+            try:
+                with self._db.writer() as session:
+                    node_id, _gen = db_api.get_or_create_compute_node(
+                        session, self.hostname)
+                    return node_id
+            except oslo_db_exc.DBDuplicateEntry:
+                # Another worker created it first: read theirs.
+                continue
+        raise db_exc.DatabaseError(
+            reason="could not create compute node %s" % self.hostname)
+
+    # -- reading ------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Reload the node's state if another worker changed it."""
+        with self._db.reader() as session:
+            generation = db_api.get_generation(session, self.node_id)
+        if self._state is None or self._state.generation != generation:
+            self._state = self._load()
+
+    def _load(self) -> tracker_state.NodeState:
+        # The generation is read first: rows read after it are at least as
+        # new, so a stale pairing only makes the next swap fail and reload.
+        with self._db.reader() as session:
+            generation = db_api.get_generation(session, self.node_id)
+            rows = db_api.get_devices(session, self.node_id)
+            inst_rows = db_api.get_instances(session, self.node_id)
+        return tracker_state.NodeState.from_rows(
+            generation, rows, inst_rows, self._stats_args)
+
+    def _current(self) -> tracker_state.NodeState:
+        if self._state is None:
+            self._state = self._load()
+        return self._state
+
+    @property
+    def stats(self) -> ty.Any:
+        """The ``PciDeviceStats`` of the node as last read or written."""
+        return self._current().stats
+
+    def devices(self) -> list[pci_device.PciDevice]:
+        """Copies of every live device of the node, freshly read."""
+        self.refresh()
+        return [pci_device.copy_device(d)
+                for d in self._current().devices.values()]
+
+    def devices_of(self, instance_uuid: str) -> list[pci_device.PciDevice]:
+        """Copies of the devices ``instance_uuid`` holds, freshly read."""
+        self.refresh()
+        return [pci_device.copy_device(d)
+                for d in self._current().devices_of(instance_uuid)]
+
+    def instances(self) -> list[InstanceRecord]:
+        """Every instance holding claims or allocations, freshly read."""
+        self.refresh()
+        return list(self._current().instances.values())
+
+    def allocated_devices(self) -> list[pci_device.PciDevice]:
+        """Allocated devices (for ``VirtDriver.init_host``), freshly read."""
+        return [d for d in self.devices() if d.status == Status.ALLOCATED]
+
+    # -- writing ------------------------------------------------------------
+
+    def _write(self, operation: str,
+               change: ty.Callable[[orm.Session, tracker_state.NodeState],
+                                   _Result]) -> _Result:
+        """Run ``change`` in a swapped transaction, retrying on conflicts."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return self._write_once(change)
+            except db_exc.ConcurrentUpdateDetected:
+                self._state = None
+                time.sleep(random.uniform(0, 0.0005 * min(attempt, 20)))
+        LOG.warning("Giving up %(op)s on %(node)s after %(n)d attempts",
+                    {"op": operation, "node": self.hostname, "n": MAX_ATTEMPTS})
+        raise db_exc.TooManyConcurrentUpdates(
+            operation=operation, node=self.hostname, attempts=MAX_ATTEMPTS)
+
+    @oslo_db_api.wrap_db_retry(max_retries=5, retry_on_deadlock=True,
+                               retry_interval=0.01, max_retry_interval=0.2)
+    def _write_once(self, change: ty.Callable[
+            [orm.Session, tracker_state.NodeState], _Result]) -> _Result:
+        state = self._current()
+        try:
+            with self._db.writer() as session:
+                generation = db_api.bump_generation(
+                    session, self.node_id, state.generation)
+                result = change(session, state)
+                if not state.flush(session, self.node_id):
+                    raise _NothingToWrite(result)
+        except _NothingToWrite as nothing:
+            return ty.cast(_Result, nothing.result)
+        except BaseException:
+            self._state = None
+            raise
+        state.generation = generation
+        return result
+
+    def update_devices_from_hypervisor_resources(self, devices_json: str) -> None:
+        """Apply the driver's ``pci_passthrough_devices`` report.
+
+        New devices are added, changed free ones updated, vanished ones
+        removed; a vanished device that is claimed or allocated is kept
+        (``pending_removal``) until freed.  Devices ``dev_filter`` does not
+        allow are ignored.
+
+        :raises: InvalidDeviceReport naming the bad entry (nothing written);
+            PciDeviceInvalidField for a bad field value;
+            TooManyConcurrentUpdates.
+        """
+        reported = self._parse_report(devices_json)
+        self._write("inventory update",
+                    lambda session, state: state.apply_report(reported))
+
+    def _parse_report(self, devices_json: str) -> dict[str, dict[str, ty.Any]]:
+        try:
+            devices = json.loads(devices_json)
+        except (TypeError, ValueError) as exc:
+            raise db_exc.InvalidDeviceReport(reason="not JSON (%s)" % exc)
+        if not isinstance(devices, list):
+            raise db_exc.InvalidDeviceReport(
+                reason="top level is %s" % type(devices).__name__)
+        reported: dict[str, dict[str, ty.Any]] = {}
+        for dev in devices:
+            key = tracker_state.validate_device_dict(dev)
+            if self.dev_filter is not None and \
+                    not self.dev_filter.device_assignable(dev):
+                continue
+            reported[key] = dev
+        return reported
+
+    def claim_instance(self, instance_uuid: str, pci_requests: _Requests,
+                       numa_cells: ty.Sequence[int] | None = None,
+                       instance_name: str | None = None
+                       ) -> list[pci_device.PciDevice]:
+        """Claim devices for every request of ``instance_uuid``.
+
+        ``numa_cells`` are the host NUMA node ids of the guest's cells.
+        Returns copies of the claimed devices (vGPUs created by the claim
+        included, with their new ``mdev_uuid``).
+
+        :raises: PciDeviceRequestFailed when the node cannot satisfy the
+            requests (nothing is written); InstanceAlreadyTracked;
+            InvalidPciRequest; TooManyConcurrentUpdates.
+        """
+        requests = list(getattr(pci_requests, "requests", pci_requests))
+        record = InstanceRecord(
+            uuid=instance_uuid, name=instance_name, status=records.CLAIMED,
+            requests=requests,
+            numa_cells=list(numa_cells) if numa_cells is not None else None)
+
+        def change(session: orm.Session,
+                   state: tracker_state.NodeState) -> list[pci_device.PciDevice]:
+            devices = state.claim(record, self.node_id)
+            db_api.insert_instance(session, self.node_id,
+                                   records.instance_values(record))
+            return devices
+
+        claimed = self._write("claim", change)
+        return [pci_device.copy_device(d) for d in claimed]
+
+    def allocate_instance(self, instance_uuid: str) -> list[pci_device.PciDevice]:
+        """Turn the claim of ``instance_uuid`` into an allocation.
+
+        :raises: InstanceNotTracked if it holds no claim;
+            TooManyConcurrentUpdates.
+        """
+        def change(session: orm.Session,
+                   state: tracker_state.NodeState) -> list[pci_device.PciDevice]:
+            devices = state.allocate(instance_uuid, self.hostname)
+            db_api.set_instance_status(session, instance_uuid,
+                                       records.ALLOCATED)
+            return devices
+
+        allocated = self._write("allocate", change)
+        return [pci_device.copy_device(d) for d in allocated]
+
+    def free_instance(self, instance_uuid: str) -> list[pci_device.PciDevice]:
+        """Free every device ``instance_uuid`` holds (claimed or allocated).
+
+        vGPU rows are soft-deleted; devices pending removal are removed.
+        Freeing an instance that holds nothing is a no-op (undo paths and
+        ``clean_usage`` may free twice).
+
+        :raises: TooManyConcurrentUpdates.
+        """
+        def change(session: orm.Session,
+                   state: tracker_state.NodeState) -> list[pci_device.PciDevice]:
+            if instance_uuid not in state.instances:
+                return []
+            freed = state.free(instance_uuid)
+            db_api.delete_instance(session, instance_uuid)
+            return freed
+
+        freed = self._write("free", change)
+        return [pci_device.copy_device(d) for d in freed]
+
+    def clean_usage(self, existing_instance_uuids: ty.Iterable[str]) -> list[str]:
+        """Free the devices of every instance not in ``existing_instance_uuids``.
+
+        Returns the UUIDs of the instances freed.
+
+        :raises: TooManyConcurrentUpdates.
+        """
+        keep = set(existing_instance_uuids)
+        self.refresh()
+        gone = [uuid for uuid in self._current().instances if uuid not in keep]
+        for uuid in gone:
+            LOG.info("Freeing devices of vanished instance %(uuid)s on "
+                     "%(node)s", {"uuid": uuid, "node": self.hostname})
+            self.free_instance(uuid)
+        return gone
+
+    def support_requests(self, pci_requests: _Requests,
+                         numa_cells: ty.Sequence[int] | None = None) -> bool:
+        """Whether the node could satisfy the requests now (no claim made)."""
+        self.refresh()
+        requests = list(getattr(pci_requests, "requests", pci_requests))
+        cells = tracker_state.cells_arg(numa_cells)
+        return bool(self._current().stats.support_requests(
+            requests, numa_cells=cells))
+
