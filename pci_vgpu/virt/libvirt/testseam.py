@@ -113,6 +113,23 @@ class _SeamPci:
         return self._seam._adjust_parent_xml(self._real.name(), self._real.XMLDesc(flags))
 
 
+def _hostdevs_of(dev_xml: str) -> list[hostdev.Hostdev]:
+    return hostdev.parse_hostdevs("<domain><devices>%s</devices></domain>" % dev_xml)
+
+
+def _matches(elem: etree._Element, wanted: list[hostdev.Hostdev]) -> bool:
+    return elem.tag == "hostdev" and _hostdevs_of(
+        etree.tostring(elem, encoding="unicode")) == wanted
+
+
+@dataclasses.dataclass
+class _LiveChanges:
+    """Hot-plug changes to a running domain that the test driver can't hold."""
+
+    added: list[str] = dataclasses.field(default_factory=list)
+    removed: list[list[hostdev.Hostdev]] = dataclasses.field(default_factory=list)
+
+
 class SeamDomain:
     """A real test-driver domain with attach/detach done by the seam."""
 
@@ -124,8 +141,8 @@ class SeamDomain:
         return getattr(self._real, attr)
 
     @property
-    def _live(self) -> list[str]:
-        return self._seam._live_hostdevs[self._real.UUIDString()]
+    def _live(self) -> _LiveChanges:
+        return self._seam._live_changes[self._real.UUIDString()]
 
     def XMLDesc(self, flags: int = 0) -> str:
         xml = self._real.XMLDesc(flags)
@@ -133,19 +150,22 @@ class SeamDomain:
             return ty.cast(str, xml)
         root = etree.fromstring(xml.encode("utf-8"))
         devices = root.find("devices")
-        for dev_xml in self._live:
+        for elem in list(devices):
+            if any(_matches(elem, gone) for gone in self._live.removed):
+                devices.remove(elem)
+        for dev_xml in self._live.added:
             devices.append(etree.fromstring(dev_xml.encode("utf-8")))
         return etree.tostring(root, encoding="unicode")
 
     def attachDeviceFlags(self, xml: str, flags: int = 0) -> int:
         self._seam._check("attachDeviceFlags")
-        for dev in hostdev.parse_hostdevs("<domain><devices>%s</devices></domain>" % xml):
+        for dev in _hostdevs_of(xml):
             self._seam._require_present(dev)
         if flags & libvirt.VIR_DOMAIN_AFFECT_LIVE:
             if not self._real.isActive():
                 raise libvirt_error(libvirt.VIR_ERR_OPERATION_INVALID,
                                     "Requested operation is not valid: domain is not running")
-            self._live.append(xml)
+            self._live.added.append(xml)
         if flags & libvirt.VIR_DOMAIN_AFFECT_CONFIG:
             self._edit_config(lambda devices: devices.append(
                 etree.fromstring(xml.encode("utf-8"))))
@@ -153,20 +173,19 @@ class SeamDomain:
 
     def detachDeviceFlags(self, xml: str, flags: int = 0) -> int:
         self._seam._check("detachDeviceFlags")
-        wanted = hostdev.parse_hostdevs("<domain><devices>%s</devices></domain>" % xml)
+        wanted = _hostdevs_of(xml)
         if flags & libvirt.VIR_DOMAIN_AFFECT_LIVE:
-            live = [x for x in self._live if hostdev.parse_hostdevs(
-                "<domain><devices>%s</devices></domain>" % x) != wanted]
-            if len(live) == len(self._live):
+            live = etree.fromstring(self.XMLDesc(0).encode("utf-8")).find("devices")
+            if not any(_matches(e, wanted) for e in live):
                 raise libvirt_error(libvirt.VIR_ERR_DEVICE_MISSING,
                                     "device not found: matching host device not found")
-            self._live[:] = live
+            added = [x for x in self._live.added if _hostdevs_of(x) != wanted]
+            if len(added) == len(self._live.added):
+                self._live.removed.append(wanted)
+            self._live.added[:] = added
         if flags & libvirt.VIR_DOMAIN_AFFECT_CONFIG:
             self._edit_config(lambda devices: [
-                devices.remove(e) for e in devices.findall("hostdev")
-                if hostdev.parse_hostdevs(
-                    "<domain><devices>%s</devices></domain>"
-                    % etree.tostring(e, encoding="unicode")) == wanted])
+                devices.remove(e) for e in list(devices) if _matches(e, wanted)])
         return 0
 
     def _edit_config(self, edit: ty.Callable[[etree._Element], object]) -> None:
@@ -177,10 +196,11 @@ class SeamDomain:
 
     def create(self, flags: int = 0) -> int:
         self._seam._check("domainCreate")
+        self._seam._live_changes.pop(self._real.UUIDString(), None)
         return ty.cast(int, self._real.create())
 
     def destroy(self) -> int:
-        self._live.clear()
+        self._seam._live_changes.pop(self._real.UUIDString(), None)
         return ty.cast(int, self._real.destroy())
 
 
@@ -193,7 +213,7 @@ class TestDriverSeam:
         self._conn = conn
         self._mdevs: dict[str, _MdevState] = {}
         self._hidden: set[str] = set()  # host-file mdevs removed via the seam
-        self._live_hostdevs: dict[str, list[str]] = collections.defaultdict(list)
+        self._live_changes: dict[str, _LiveChanges] = collections.defaultdict(_LiveChanges)
         self._failures: dict[str, list[libvirt.libvirtError | None]] = (
             collections.defaultdict(list))
 
@@ -259,7 +279,7 @@ class TestDriverSeam:
             state.active = state.persistent and state.autostart
             self._forget_if_gone(state)
         for dom in self._conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-            self._live_hostdevs.pop(dom.UUIDString(), None)
+            self._live_changes.pop(dom.UUIDString(), None)
             dom.destroy()
 
     # -- domains -----------------------------------------------------------
