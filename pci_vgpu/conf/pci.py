@@ -17,15 +17,17 @@ OPTS = [
         deprecated_name="pci_alias",
         deprecated_group="DEFAULT",
         help="""
-An alias for a PCI device or vGPU request, referenced by flavors with the
-extra spec ``pci_passthrough:alias=<name>:<count>``.  Each value is a JSON
-object with Nova's keys (``name``, ``vendor_id``, ``product_id``,
-``device_type``, ``numa_policy``, ...) plus ``vgpu_types``: one vGPU type or a
-list of types, any of which satisfies the request.  The same thing may be
-written as ``"capabilities": {"vgpu_types": [...]}``.  Example::
+An alias for a PCI device or vGPU request, referenced by flavors with
+the extra spec ``pci_passthrough:alias=<name>:<count>``.  Each value is
+a JSON object with Nova's keys (``name``, ``vendor_id``,
+``product_id``, ``device_type``, ``numa_policy``, ...) plus
+``vgpu_types``: one vGPU type or a list of types, any of which
+satisfies the request.  The same thing may be written as
+``"capabilities": {"vgpu_types": [...]}``.  Example::
 
-  alias = {"name": "t4-small", "vendor_id": "10de", "product_id": "1eb8",
-           "vgpu_types": ["nvidia-222", "nvidia-223"], "numa_policy": "preferred"}
+  alias = {"name": "t4-small", "vendor_id": "10de",
+           "product_id": "1eb8", "numa_policy": "preferred",
+           "vgpu_types": ["nvidia-222", "nvidia-223"]}
 """),
     cfg.MultiStrOpt(
         "device_spec",
