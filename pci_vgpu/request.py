@@ -397,3 +397,22 @@ def _request_for(name: str, count: int, aliases: Alias,
         count=count, spec=copy.deepcopy(specs), alias_name=name,
         numa_policy=policy or alias_policy, is_new=False,
         request_id=uuidutils.generate_uuid(), requester_id=None)
+
+
+def describe_request(req: ipr.InstancePCIRequest) -> dict[str, ty.Any]:
+    """A plain, JSON-ready view of a request, vGPU types decoded.
+
+    For people and CLIs (``pci-vgpu demo`` prints these); the object itself
+    stays the interface between components.
+    """
+    return {
+        "alias_name": req.alias_name,
+        "count": req.count,
+        "numa_policy": req.numa_policy,
+        "request_id": req.request_id,
+        "specs": [
+            dict({k: v for k, v in spec.items() if k != VGPU_TYPES_TAG},
+                 **({VGPU_TYPES_TAG: sorted(vgpu_types_of(spec))}
+                    if VGPU_TYPES_TAG in spec else {}))
+            for spec in req.spec],
+    }

@@ -293,3 +293,16 @@ def test_vgpu_types_of():
     for bad in ("nvidia-222", '{"a": 1}', "[1]"):
         with pytest.raises(exception.InvalidVgpuTypesSpec, match="vgpu_types"):
             request.vgpu_types_of({"vgpu_types": bad})
+
+
+def test_describe_request_decodes_vgpu_types_for_people():
+    req = request.get_pci_requests_from_flavor(_flavor("t4:2,vf:1"),
+                                               _conf(T4, VF)).requests
+    t4, vf = (request.describe_request(r) for r in req)
+    assert t4 == {"alias_name": "t4", "count": 2, "numa_policy": "preferred",
+                  "request_id": req[0].request_id,
+                  "specs": [{"vendor_id": "10de", "product_id": "1eb8",
+                             "vgpu_types": ["nvidia-222", "nvidia-223"]}]}
+    assert vf["specs"] == [{"vendor_id": "8086", "product_id": "1515",
+                            "dev_type": "type-VF"}]
+    json.dumps([t4, vf])
