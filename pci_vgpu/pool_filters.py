@@ -15,13 +15,13 @@ capacity).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import typing as ty
 
 from pci_vgpu import capacity
 from pci_vgpu import pool
 from pci_vgpu import pool_errors
+from pci_vgpu import request as pci_request
 
 LOG = logging.getLogger(__name__)
 
@@ -35,20 +35,6 @@ IGNORED_SPEC_KEYS = frozenset(
 
 def _get(obj: ty.Any, name: str) -> ty.Any:
     return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
-
-
-def _vgpu_types_of(spec: dict[str, ty.Any]) -> frozenset[str]:
-    """Acceptable types of one spec: a sorted JSON list string (contract)."""
-    raw = spec.get("vgpu_types")
-    if not raw:
-        return frozenset()
-    try:
-        value = json.loads(raw) if isinstance(raw, str) else raw
-    except ValueError:
-        value = [raw]  # a bare type name
-    if isinstance(value, str):
-        value = [value]
-    return frozenset(str(v) for v in value)
 
 
 @dataclasses.dataclass
@@ -65,7 +51,9 @@ class RequestView:
 
     @classmethod
     def of(cls, request: ty.Any) -> RequestView:
-        """:raises: InvalidPciRequest for a bad count or NUMA policy."""
+        """:raises: InvalidPciRequest for a bad count or NUMA policy,
+            InvalidVgpuTypesSpec for a spec whose vgpu_types is not a JSON
+            list of names."""
         rid = _get(request, "request_id")
         count = _get(request, "count")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
@@ -78,7 +66,8 @@ class RequestView:
                 request_id=rid, field="numa_policy", value=policy,
                 reason="allowed: %s" % ", ".join(NUMA_POLICIES))
         specs = list(_get(request, "spec") or [{}])
-        types = frozenset().union(*(_vgpu_types_of(s) for s in specs))
+        types = frozenset().union(
+            *(pci_request.vgpu_types_of(s) for s in specs))
         matchable = [{k: (v.lower() if isinstance(v, str) else v)
                       for k, v in s.items() if k not in IGNORED_SPEC_KEYS}
                      for s in specs]

@@ -28,10 +28,9 @@ and allocated ones count as usage).  Placement allocations
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import typing as ty
-
-from oslo_utils import uuidutils
 
 from pci_vgpu import capacity
 from pci_vgpu import pool
@@ -39,6 +38,7 @@ from pci_vgpu import pool_book
 from pci_vgpu import pool_devices as pd
 from pci_vgpu import pool_errors
 from pci_vgpu import pool_filters as pf
+from pci_vgpu import pool_take
 
 LOG = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ class PciDeviceStats:
         self._index: dict[tuple[str, str, bool], list[pool.Pool]] = {}
         self._book = pool_book.DeviceBook(self._pools.get, self._add_pool,
                                           self._drop_pool)
+        self._taker = pool_take.DeviceTaker(self._book)
         self._scheduler_side = stats is not None
         if stats is not None:
             dicts = [p if isinstance(p, dict) else p.to_dict() for p in stats]
@@ -279,67 +280,6 @@ class PciDeviceStats:
                 p.stored -= n
         return take
 
-    def _take_devices(self, p: pool.Pool, n: int, view: pf.RequestView,
-                      out: list[ty.Any]) -> None:
-        if isinstance(p, pool.VgpuPool):
-            out.append(self._take_vgpu(p, view.request_id))
-            return
-        assert isinstance(p, pool.DevicePool)
-        for key in sorted(p.free)[:n]:
-            dev = p.free[key]
-            self._hold(key, dev, view.request_id, whole=True)
-            out.append(dev)
-
-    def _take_vgpu(self, p: pool.VgpuPool, request_id: str | None) -> ty.Any:
-        book, gpu_key = self._book, p.gpu.address
-        spares = book.spares.get((gpu_key, p.vgpu_type))
-        if spares:
-            key = min(spares)
-            dev = spares[key]
-        elif p.backend == pd.NVIDIA_VF:
-            key, dev = gpu_key, book.devs[gpu_key]
-        else:
-            dev = self._new_mdev(book.devs[gpu_key], p.vgpu_type)
-            key = pd.ident(dev)
-            self._hold(key, dev, request_id, whole=False, created=True)
-            return dev
-        vtype = p.vgpu_type if p.backend == pd.NVIDIA_VF else None
-        self._hold(key, dev, request_id, whole=False, vgpu_type=vtype)
-        return dev
-
-    def _new_mdev(self, gpu: ty.Any, vgpu_type: str) -> ty.Any:
-        """A new mdev ``PciDevice`` on ``gpu``: address None, fresh UUID."""
-        from pci_vgpu.objects import pci_device  # objects import the world
-
-        dev = pci_device.PciDevice.create(None, {
-            "dev_type": pd.MDEV, "address": None,
-            "parent_addr": pd.ident(gpu),
-            "vendor_id": pd.attr(gpu, "vendor_id"),
-            "product_id": pd.attr(gpu, "product_id"),
-            "numa_node": pd.attr(gpu, "numa_node"),
-            "label": pd.attr(gpu, "label"),
-            "mdev_uuid": uuidutils.generate_uuid(),
-            "vgpu_type": vgpu_type})
-        node = pd.attr(gpu, "compute_node_id")
-        if node is not None:
-            dev.compute_node_id = node
-        return dev
-
-    def _hold(self, key: str, dev: ty.Any, request_id: str | None,
-              whole: bool, created: bool = False,
-              vgpu_type: str | None = None) -> None:
-        book = self._book
-        hold = pool_book.Hold(whole, created, pd.attr(dev, "request_id"))
-        if vgpu_type is not None:
-            hold.old_vgpu_type = pd.extra(dev, "vgpu_type")
-            _set_vgpu_type(dev, vgpu_type)
-        dev.request_id = request_id
-        book.held[key] = hold
-        if created:
-            book.add_mdev(dev)
-        else:
-            book.recount(key)
-
     # -- public requests API ---------------------------------------------------
 
     def support_requests(self, requests: ty.Iterable[ty.Any],
@@ -362,7 +302,7 @@ class PciDeviceStats:
                 journal.rollback()
         picked: list[ty.Any] = []
         try:
-            return all(self._fulfil(v, numa_cells, self._take_devices, picked)
+            return all(self._fulfil(v, numa_cells, self._taker.take, picked)
                        for v in views)
         finally:
             self.undo_consume(picked)
@@ -408,7 +348,7 @@ class PciDeviceStats:
         views = [pf.RequestView.of(r) for r in requests]
         picked: list[ty.Any] = []
         for view in views:
-            if not self._fulfil(view, numa_cells, self._take_devices, picked):
+            if not self._fulfil(view, numa_cells, self._taker.take, picked):
                 self.undo_consume(picked)
                 raise pool_errors.PciDeviceRequestFailed(
                     requests=_names(views),
@@ -421,19 +361,7 @@ class PciDeviceStats:
         Restores ``request_id`` and the VF type; new mdevs are forgotten.
         Devices no longer held (already claimed) are left alone.
         """
-        book = self._book
-        for dev in reversed(list(devices)):
-            key = pd.ident(dev)
-            hold = book.held.pop(key, None)
-            if hold is None:
-                continue
-            dev.request_id = hold.old_request_id
-            if hold.old_vgpu_type is not pool_book._UNSET:
-                _set_vgpu_type(dev, hold.old_vgpu_type)
-            if hold.created:
-                book.remove(key)
-            else:
-                book.recount(key)
+        self._taker.undo(devices)
 
     # -- explain -----------------------------------------------------------------
 
@@ -447,7 +375,7 @@ class PciDeviceStats:
         views = [pf.RequestView.of(r) for r in requests]
         journal, picked = _Journal(), []  # type: ignore[var-annotated]
         take = (self._take_counts(journal) if self._scheduler_side
-                else self._take_devices)
+                else self._taker.take)
         result = []
         try:
             for view in views:
@@ -496,19 +424,6 @@ class PciDeviceStats:
                 if isinstance(p, pool.DevicePool) for d in p.free.values()]
 
 
-def _set_vgpu_type(dev: ty.Any, vgpu_type: str | None) -> None:
-    setter = getattr(dev, "set_vgpu_type", None)
-    if setter is not None:
-        setter(vgpu_type)
-        return
-    info = dict(pd.attr(dev, "extra_info") or {})
-    if vgpu_type is None:
-        info.pop("vgpu_type", None)
-    else:
-        info["vgpu_type"] = vgpu_type
-    dev.extra_info = info
-
-
 def _names(views: list[pf.RequestView]) -> str:
     return ", ".join("%s x%d" % (v.request_id, v.count) for v in views)
 
@@ -517,5 +432,6 @@ def views_as_requests(views: list[pf.RequestView]) -> list[dict[str, ty.Any]]:
     """Request dicts equivalent to parsed views (for re-explaining)."""
     return [{"request_id": v.request_id, "count": v.count,
              "spec": v.specs if not v.vgpu_types else
-             [dict(s, vgpu_types=sorted(v.vgpu_types)) for s in v.specs],
+             [dict(s, vgpu_types=json.dumps(sorted(v.vgpu_types)))
+              for s in v.specs],
              "numa_policy": v.numa_policy} for v in views]

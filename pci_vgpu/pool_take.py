@@ -1,0 +1,121 @@
+"""Compute-side picking: which device, which mdev, for a pool unit.
+
+Split from :mod:`pci_vgpu.stats` so the public class stays readable.  A pick
+*holds* the device in the :class:`~pci_vgpu.pool_book.DeviceBook` (busy
+until the tracker claims it) and records what it changed, so that
+:meth:`DeviceTaker.undo` restores the device exactly: ``request_id``, the
+NVIDIA VF's ``vgpu_type``, and a new mdev is forgotten.
+
+vGPU picking order on the chosen GPU: an existing free mdev of the type
+first (lowest UUID, deterministic), then the VF itself for an NVIDIA
+vendor-VFIO VF, else a new mdev ``PciDevice``.
+"""
+
+from __future__ import annotations
+
+import typing as ty
+
+from oslo_utils import uuidutils
+
+from pci_vgpu import pool
+from pci_vgpu import pool_book
+from pci_vgpu import pool_devices as pd
+from pci_vgpu import pool_filters as pf
+
+
+class DeviceTaker:
+    """Picks devices out of a book's pools and gives them back."""
+
+    def __init__(self, book: pool_book.DeviceBook) -> None:
+        self.book = book
+
+    def take(self, p: pool.Pool, n: int, view: pf.RequestView,
+             out: list[ty.Any]) -> None:
+        """Pick ``n`` units of pool ``p`` for ``view``; append them to ``out``."""
+        if isinstance(p, pool.VgpuPool):
+            out.append(self._take_vgpu(p, view.request_id))
+            return
+        assert isinstance(p, pool.DevicePool)
+        for key in sorted(p.free)[:n]:
+            dev = p.free[key]
+            self._hold(key, dev, view.request_id, whole=True)
+            out.append(dev)
+
+    def _take_vgpu(self, p: pool.VgpuPool, request_id: str | None) -> ty.Any:
+        book, gpu_key = self.book, p.gpu.address
+        spares = book.spares.get((gpu_key, p.vgpu_type))
+        if spares:
+            key = min(spares)
+            dev = spares[key]
+        elif p.backend == pd.NVIDIA_VF:
+            key, dev = gpu_key, book.devs[gpu_key]
+        else:
+            dev = self._new_mdev(book.devs[gpu_key], p.vgpu_type)
+            key = pd.ident(dev)
+            self._hold(key, dev, request_id, whole=False, created=True)
+            return dev
+        vtype = p.vgpu_type if p.backend == pd.NVIDIA_VF else None
+        self._hold(key, dev, request_id, whole=False, vgpu_type=vtype)
+        return dev
+
+    def _new_mdev(self, gpu: ty.Any, vgpu_type: str) -> ty.Any:
+        """A new mdev ``PciDevice`` on ``gpu``: address None, fresh UUID."""
+        from pci_vgpu.objects import pci_device  # objects import the world
+
+        dev = pci_device.PciDevice.create(None, {
+            "dev_type": pd.MDEV, "address": None,
+            "parent_addr": pd.ident(gpu),
+            "vendor_id": pd.attr(gpu, "vendor_id"),
+            "product_id": pd.attr(gpu, "product_id"),
+            "numa_node": pd.attr(gpu, "numa_node"),
+            "label": pd.attr(gpu, "label"),
+            "mdev_uuid": uuidutils.generate_uuid(),
+            "vgpu_type": vgpu_type})
+        node = pd.attr(gpu, "compute_node_id")
+        if node is not None:
+            dev.compute_node_id = node
+        return dev
+
+    def _hold(self, key: str, dev: ty.Any, request_id: str | None,
+              whole: bool, created: bool = False,
+              vgpu_type: str | None = None) -> None:
+        book = self.book
+        hold = pool_book.Hold(whole, created, pd.attr(dev, "request_id"))
+        if vgpu_type is not None:
+            hold.old_vgpu_type = pd.extra(dev, "vgpu_type")
+            _set_vgpu_type(dev, vgpu_type)
+        dev.request_id = request_id
+        book.held[key] = hold
+        if created:
+            book.add_mdev(dev)
+        else:
+            book.recount(key)
+
+    def undo(self, devices: ty.Iterable[ty.Any]) -> None:
+        """Give back held devices (newest first); others are left alone."""
+        book = self.book
+        for dev in reversed(list(devices)):
+            key = pd.ident(dev)
+            hold = book.held.pop(key, None)
+            if hold is None:
+                continue
+            dev.request_id = hold.old_request_id
+            if hold.old_vgpu_type is not pool_book._UNSET:
+                _set_vgpu_type(dev, hold.old_vgpu_type)
+            if hold.created:
+                book.remove(key)
+            else:
+                book.recount(key)
+
+
+def _set_vgpu_type(dev: ty.Any, vgpu_type: str | None) -> None:
+    setter = getattr(dev, "set_vgpu_type", None)
+    if setter is not None:
+        setter(vgpu_type)
+        return
+    info = dict(pd.attr(dev, "extra_info") or {})
+    if vgpu_type is None:
+        info.pop("vgpu_type", None)
+    else:
+        info["vgpu_type"] = vgpu_type
+    dev.extra_info = info
