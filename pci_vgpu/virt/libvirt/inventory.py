@@ -30,7 +30,7 @@ Device = dict[str, ty.Any]
 class DeviceFilter(ty.Protocol):
     """What the inventory needs of ``pci_vgpu.devspec.Whitelist``."""
 
-    def device_assignable(self, dev: dict[str, ty.Any]) -> ty.Any: ...
+    def filter_device(self, dev: dict[str, ty.Any]) -> dict[str, ty.Any] | None: ...
 
 
 def read_nodes(conn: ty.Any) -> list[nodedev.PciNode | nodedev.MdevNode]:
@@ -142,8 +142,13 @@ def build(nodes: ty.Sequence[nodedev.PciNode | nodedev.MdevNode],
             dev.update(_mdev_parent_fields(node, existing[node.dev_id], root, memory))
         elif vf_states.get(node.address) is not None:
             dev.update(nvidia_vf.vgpu_fields(vf_states[node.address], vf_names))
-        if dev_filter is not None and not dev_filter.device_assignable(dev):
-            continue
+        if dev_filter is not None:
+            # The spec may add tags (managed, live_migratable) and narrow
+            # the vGPU types it offers.
+            filtered = dev_filter.filter_device(dev)
+            if filtered is None:
+                continue
+            dev = filtered
         devices.append(dev)
         reported.add(node.dev_id)
     for mdev in sorted(mdevs, key=lambda m: m.mdev_uuid):

@@ -10,24 +10,22 @@ from __future__ import annotations
 import re
 import uuid
 
+from pci_vgpu import request
 from pci_vgpu.virt import exception
 
-_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$")
 _ADDRESS_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$")
 _VF_TYPE_RE = re.compile(r"^[1-9][0-9]{0,5}$")
 
 
 def mdev_type(value: object) -> str:
-    """Return ``value`` if it is a safe mdev/vGPU type id.
+    """Return ``value`` if it is a safe vGPU type id.
 
-    :raises: InvalidVgpuName saying which characters are allowed.
+    The project's single rule for type names (:mod:`pci_vgpu.request`):
+    no ``/``, no ``..``, no control characters.
+
+    :raises: pci_vgpu.exception.InvalidVgpuTypeName naming the value.
     """
-    if not isinstance(value, str) or not _TYPE_RE.match(value) or ".." in value:
-        raise exception.InvalidVgpuName(
-            kind="vGPU type", value=value,
-            reason="a type is 1-128 characters of letters, digits and _ . : + -, "
-                   "starting with a letter or digit, without '..' or '/'")
-    return value
+    return request.validate_vgpu_type_name(value)
 
 
 def mdev_uuid(value: object) -> str:

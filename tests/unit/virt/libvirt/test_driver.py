@@ -7,6 +7,7 @@ import pytest
 from stevedore import driver as stevedore_driver
 
 from pci_vgpu.virt import driver
+from pci_vgpu import exception as pci_exception
 from pci_vgpu.virt import exception
 from pci_vgpu.virt.libvirt import driver as libvirt_driver
 from pci_vgpu.virt.libvirt import hostdev
@@ -134,6 +135,6 @@ def test_bad_uuid_is_refused_before_any_libvirt_call(make_driver):
     drv = make_driver()
     vgpu = mdev_device()
     vgpu.extra_info = {"vgpu_type": "../etc"}
-    with pytest.raises(exception.InvalidVgpuName):
+    with pytest.raises(pci_exception.InvalidVgpuTypeName):
         drv.prepare_vgpu(vgpu)
     assert _mdevs(drv) == []

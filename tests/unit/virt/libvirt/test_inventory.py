@@ -8,6 +8,7 @@ import logging
 import libvirt
 import pytest
 
+from pci_vgpu import devspec
 from pci_vgpu.virt import exception
 from pci_vgpu.virt.libvirt import testseam
 from tests.unit.virt.libvirt.conftest import T4, UUID1, V100, golden, mdev_device
@@ -75,22 +76,14 @@ def test_sysfs_adds_description_and_max_instance(make_driver, sysfs):
             t4["vgpu_types"]["nvidia-223"]["max"]) == (7, 8)
 
 
-class SpecFilter:
-    """A [pci] device_spec stand-in matching on vendor and product."""
-
-    def __init__(self, *pairs):
-        self.pairs = set(pairs)
-
-    def device_assignable(self, dev):
-        return (dev["vendor_id"], dev["product_id"]) in self.pairs or None
-
-
-def test_only_devices_matched_by_device_spec(make_driver, conf):
+def test_only_devices_matched_by_device_spec(make_driver):
     drv = make_driver()
-    drv.dev_filter = SpecFilter(("10de", "1eb8"))
+    drv.dev_filter = devspec.Whitelist([
+        '{"vendor_id": "10de", "product_id": "1eb8", "vgpu_types": ["nvidia-222"]}'])
     drv.prepare_vgpu(mdev_device())
     devs = drv.get_pci_passthrough_devices()
     assert [(d["address"], d.get("mdev_uuid")) for d in devs] == [(T4, None), (None, UUID1)]
+    assert list(devs[0]["vgpu_types"]) == ["nvidia-222"]  # the spec narrows the types
 
 
 def test_device_vanishing_between_list_and_lookup_is_skipped(make_driver, caplog):
