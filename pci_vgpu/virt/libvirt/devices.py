@@ -13,6 +13,7 @@ import typing as ty
 
 from pci_vgpu.virt.libvirt import hostdev
 from pci_vgpu.virt.libvirt import names
+from pci_vgpu.virt.libvirt import nvidia_vf
 
 MDEV = "mdev"
 NVIDIA_VF = "nvidia-vf"
@@ -85,7 +86,8 @@ def view(device: ty.Any) -> DeviceView:
         return DeviceView(kind=NVIDIA_VF if vgpu_type else PCI, address=address,
                           parent_addr=_field(device, "parent_addr"),
                           mdev_uuid=None,
-                          vgpu_type=names.vf_type_id(vgpu_type) if vgpu_type else None,
+                          vgpu_type=nvidia_vf.type_key(nvidia_vf.type_number(vgpu_type))
+                          if vgpu_type else None,
                           managed=False)
     managed = str(extra.get("managed", "true")).lower() != "false"
     return DeviceView(kind=PCI, address=address,

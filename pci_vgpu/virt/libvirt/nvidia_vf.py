@@ -9,7 +9,11 @@ On Ada/Hopper/Blackwell (and Ampere on recent kernels) each enabled VF has
   writing ``0`` releases it (the kernel answers EPERM while a guest uses it).
 
 The typed VF is then given to the guest as a plain PCI hostdev with
-``managed='no'``.  Types reset to 0 at every host reboot;
+``managed='no'``.
+
+Type ids are reported as ``nvidia-<id>`` (``nvidia-1155``): the legacy mdev
+model names the same NVIDIA vGPU types ``nvidia-<id>`` too, so one alias
+serves both host models.  Only the sysfs write uses the bare number.  Types reset to 0 at every host reboot;
 :meth:`LibvirtDriver.init_host` re-applies the types of allocated VFs.
 """
 
@@ -25,14 +29,31 @@ from pci_vgpu.virt.libvirt import names
 BACKEND = "nvidia-vf"
 
 
+PREFIX = "nvidia-"
+
+
+def type_key(number: str) -> str:
+    """``"1155"`` -> ``"nvidia-1155"``, the type id pci_vgpu reports."""
+    return PREFIX + number
+
+
+def type_number(vgpu_type: str) -> str:
+    """``"nvidia-1155"`` (or ``"1155"``) -> ``"1155"``, validated.
+
+    :raises: InvalidVgpuName unless it is a positive decimal id.
+    """
+    return names.vf_type_id(vgpu_type.removeprefix(PREFIX)
+                            if isinstance(vgpu_type, str) else vgpu_type)
+
+
 @dataclasses.dataclass(frozen=True)
 class VfState:
     """What sysfs says about one vendor-VFIO VF."""
 
     address: str
-    #: type id -> name, as listed in creatable_vgpu_types.
+    #: type key (``nvidia-<id>``) -> name, from creatable_vgpu_types.
     creatable: dict[str, str]
-    #: The current type id, None when untyped (0).
+    #: The current type key, None when untyped (0).
     current: str | None
 
 
@@ -43,7 +64,7 @@ def parse_creatable(text: str) -> dict[str, str]:
         type_id, sep, name = line.partition(":")
         type_id = type_id.strip()
         if sep and type_id.isdigit() and int(type_id) > 0:
-            types[type_id] = name.strip()
+            types[type_key(type_id)] = name.strip()
     return types
 
 
@@ -55,16 +76,18 @@ def read_vf(root: sysfs_mod.SysfsRoot, address: str) -> VfState | None:
     creatable = root.read(root.pci_device(address, "nvidia", "creatable_vgpu_types"))
     current = current.strip()
     return VfState(address=address, creatable=parse_creatable(creatable or ""),
-                   current=None if current in ("", "0") else current)
+                   current=None if current in ("", "0") else type_key(current))
 
 
-def set_type(root: sysfs_mod.SysfsRoot, address: str, type_id: str) -> None:
-    """Type the VF ``address`` with ``type_id`` (idempotent).
+def set_type(root: sysfs_mod.SysfsRoot, address: str, vgpu_type: str) -> None:
+    """Type the VF ``address`` with ``vgpu_type`` (idempotent).
 
-    :raises: VgpuCreateFailed if the VF cannot take the type now.
+    :raises: VgpuCreateFailed if the VF cannot take the type now;
+        InvalidVgpuName for a malformed type or address.
     """
     names.pci_address(address)
-    names.vf_type_id(type_id)
+    number = type_number(vgpu_type)
+    type_id = type_key(number)
     state = read_vf(root, address)
     if state is not None and state.current == type_id:
         return
@@ -77,7 +100,7 @@ def set_type(root: sysfs_mod.SysfsRoot, address: str, type_id: str) -> None:
                 "typed %s" % state.current if state.current else "untyped",
                 allowed))
     try:
-        root.write(root.pci_device(address, "nvidia", "current_vgpu_type"), type_id)
+        root.write(root.pci_device(address, "nvidia", "current_vgpu_type"), number)
     except OSError as exc:
         raise exception.VgpuCreateFailed(
             mdev_uuid=address, vgpu_type=type_id, parent_addr=address,

@@ -64,13 +64,12 @@ def test_nvidia_vf_types_are_reapplied_after_reboot(make_driver, sysfs):
     drv = make_driver(host="nvidia-l40s-sriov")
     inventory = {d["address"]: d for d in drv.get_pci_passthrough_devices()}
     vf = from_inventory(inventory[VF])
-    vf.set_vgpu_type("1155")
+    vf.set_vgpu_type("nvidia-1155")
     drv.prepare_vgpu(vf)
-    sysfs.add_nvidia_vf("0000:c1:00.5", {"1155": "x"}, current="1155")  # typed out of band
     sysfs.reboot()
     assert sysfs.current_type(VF) == "0"
     report = drv.init_host([vf])
     assert report.recreated == [VF] and sysfs.current_type(VF) == "1155"
-    assert report.orphans == []  # c1:00.5 lost its type in the reboot too
+    assert report.orphans == []
     drv.release_vgpu(vf)
     assert sysfs.current_type(VF) == "0"

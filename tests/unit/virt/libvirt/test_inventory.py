@@ -109,13 +109,13 @@ def test_nvidia_vendor_vfio_vfs_from_sysfs(make_driver, sysfs):
         sysfs.add_nvidia_vf("0000:c1:00.%d" % fn, {"1155": "NVIDIA L40S-4Q",
                                                     "1156": "NVIDIA L40S-8Q"})
     drv = make_driver(host="nvidia-l40s-sriov")
-    drv.prepare_vgpu(_vf(drv, "0000:c1:00.5", "1156"))
+    drv.prepare_vgpu(_vf(drv, "0000:c1:00.5", "nvidia-1156"))
     devs = _by_address(drv.get_pci_passthrough_devices())
     untyped, typed = devs["0000:c1:00.4"], devs["0000:c1:00.5"]
     assert untyped["vgpu_backend"] == "nvidia-vf" and untyped["vgpu_current_type"] is None
-    assert sorted(untyped["vgpu_types"]) == ["1155", "1156"]
-    assert typed["vgpu_current_type"] == "1156"
-    assert typed["vgpu_types"] == {"1156": {
+    assert sorted(untyped["vgpu_types"]) == ["nvidia-1155", "nvidia-1156"]
+    assert typed["vgpu_current_type"] == "nvidia-1156"
+    assert typed["vgpu_types"] == {"nvidia-1156": {
         "name": "NVIDIA L40S-8Q", "description": "", "device_api": "vfio-pci",
         "available": 1, "max": 1, "identifier": None}}
     assert devs["0000:c1:00.0"]["dev_type"] == "type-PF" and "vgpu_types" not in devs["0000:c1:00.0"]
