@@ -15,8 +15,8 @@ kept in a database that several worker processes (or hosts) share:
 Atomicity: every write is one transaction that begins with a
 compare-and-swap of the node's generation (``pci_vgpu.db.api``).  The
 tracker caches the node's devices and pools with the generation they were
-read at; a write whose compare-and-swap fails reloads and retries, up to
-``MAX_ATTEMPTS`` times.  Two workers racing for the last vGPU: the second
+read at; a write whose compare-and-swap fails is retried with the node row
+locked and reloaded under the lock, so it cannot lose again.  Two workers racing for the last vGPU: the second
 one's swap fails, it reloads, finds no capacity and gets
 ``PciDeviceRequestFailed``; its transaction rolled back, so nothing of it is
 written.  A failed write of any kind drops the cache, so memory never holds
@@ -26,8 +26,6 @@ state the database does not.
 from __future__ import annotations
 
 import json
-import random
-import time
 import typing as ty
 
 from oslo_db import api as oslo_db_api
@@ -47,8 +45,9 @@ LOG = logging.getLogger(__name__)
 
 Status = fields.PciDeviceStatus
 InstanceRecord = records.InstanceRecord
-#: Compare-and-swap attempts before giving up (each reloads the node).
-MAX_ATTEMPTS = 50
+#: Attempts before giving up; after the first conflict each one holds the
+#: node lock, so more than two means the lock is not being honoured.
+MAX_ATTEMPTS = 5
 _Result = ty.TypeVar("_Result")
 _Requests = ty.Union[instance_pci_requests.InstancePCIRequests,
                      ty.Sequence[instance_pci_requests.InstancePCIRequest]]
@@ -151,13 +150,18 @@ class PciDevTracker:
     def _write(self, operation: str,
                change: ty.Callable[[orm.Session, tracker_state.NodeState],
                                    _Result]) -> _Result:
-        """Run ``change`` in a swapped transaction, retrying on conflicts."""
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        """Run ``change`` in a generation-checked transaction.
+
+        First optimistically on the cached state; after a conflict, again
+        with the node locked and reloaded (see ``pci_vgpu.db.api``).
+        """
+        locked = self._state is None
+        for _attempt in range(MAX_ATTEMPTS):
             try:
-                return self._write_once(change)
+                return self._write_once(change, locked)
             except db_exc.ConcurrentUpdateDetected:
                 self._state = None
-                time.sleep(random.uniform(0, 0.0005 * min(attempt, 20)))
+                locked = True
         LOG.warning("Giving up %(op)s on %(node)s after %(n)d attempts",
                     {"op": operation, "node": self.hostname, "n": MAX_ATTEMPTS})
         raise db_exc.TooManyConcurrentUpdates(
@@ -166,10 +170,12 @@ class PciDevTracker:
     @oslo_db_api.wrap_db_retry(max_retries=5, retry_on_deadlock=True,
                                retry_interval=0.01, max_retry_interval=0.2)
     def _write_once(self, change: ty.Callable[
-            [orm.Session, tracker_state.NodeState], _Result]) -> _Result:
-        state = self._current()
+            [orm.Session, tracker_state.NodeState], _Result],
+            locked: bool) -> _Result:
         try:
             with self._db.writer() as session:
+                state = self._locked_state(session) if locked \
+                    else self._current()
                 generation = db_api.bump_generation(
                     session, self.node_id, state.generation)
                 result = change(session, state)
@@ -182,6 +188,15 @@ class PciDevTracker:
             raise
         state.generation = generation
         return result
+
+    def _locked_state(self, session: orm.Session) -> tracker_state.NodeState:
+        """Lock the node, then reuse the cache if current, else reload."""
+        generation = db_api.lock_node(session, self.node_id)
+        if self._state is None or self._state.generation != generation:
+            self._state = tracker_state.NodeState.from_rows(
+                generation, db_api.get_devices(session, self.node_id),
+                db_api.get_instances(session, self.node_id), self._stats_args)
+        return self._state
 
     def update_devices_from_hypervisor_resources(self, devices_json: str) -> None:
         """Apply the driver's ``pci_passthrough_devices`` report.

@@ -1,7 +1,7 @@
 """Sessions (oslo.db enginefacade) and the SQL of the device tracker.
 
 Concurrency: every write to a compute node's devices or instances happens
-in one transaction that starts with :func:`bump_generation`, a
+in one transaction that includes :func:`bump_generation`, a
 compare-and-swap on ``compute_nodes.generation`` (placement's
 ``increment_generation``)::
 
@@ -9,10 +9,13 @@ compare-and-swap on ``compute_nodes.generation`` (placement's
      WHERE id = :id AND generation = :seen AND deleted = 0
 
 ``rowcount != 1`` means another worker wrote since this one read the node:
-:class:`ConcurrentUpdateDetected` is raised, the transaction rolls back and
-the caller reloads and retries (bounded; see ``pci_vgpu.manager``).  When it
-succeeds, the node row stays locked until commit on MariaDB and PostgreSQL,
-so writers of one node are serialised and can never deadlock on it.  On
+:class:`ConcurrentUpdateDetected` is raised and the transaction rolls back.
+The caller (``pci_vgpu.manager``) then retries with :func:`lock_node` first
+(``SELECT ... FOR UPDATE``) and reloads the node under that lock, so the
+retry cannot lose the race again: optimistic when uncontended (no extra
+read), pessimistic after a conflict (no starvation with many workers).
+Either way the node row stays locked until commit on MariaDB and
+PostgreSQL, so writers of one node are serialised and never deadlock on it.  On
 SQLite every transaction starts with ``BEGIN IMMEDIATE`` (the database-wide
 write lock, waited for up to ``busy_timeout``) and WAL journalling lets
 readers run meanwhile.  Deadlocks the server reports anyway (MariaDB gap
@@ -138,9 +141,13 @@ def _tune_sqlite(engine: sa.Engine) -> None:
             dbapi_con.execute("PRAGMA journal_mode = WAL")
             dbapi_con.execute("PRAGMA synchronous = NORMAL")
 
-    # insert=True: runs before oslo.db's own "BEGIN" listener, which then
-    # sees the transaction marker and stays quiet.
-    @event.listens_for(engine, "begin", insert=True)
+    # oslo.db installs a "begin" listener emitting a plain (deferred) BEGIN;
+    # replace it by ours, which keeps its transaction marker protocol.
+    for listener in list(engine.dispatch.begin):
+        if getattr(listener, "__name__", "") == "_sqlite_emit_begin":
+            event.remove(engine, "begin", listener)
+
+    @event.listens_for(engine, "begin")
     def _begin_immediate(conn: sa.Connection) -> None:
         if "in_transaction" not in conn.info:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -174,6 +181,25 @@ def get_generation(session: orm.Session, node_id: int) -> int:
     """:raises: ComputeNodeNotFound."""
     gen = session.execute(sa.select(_NODES.c.generation).where(
         _NODES.c.id == node_id, _NODES.c.deleted == 0)).scalar()
+    if gen is None:
+        raise db_exc.ComputeNodeNotFound(name="id=%d" % node_id)
+    return int(gen)
+
+
+def lock_node(session: orm.Session, node_id: int) -> int:
+    """Lock the node row until commit and return its generation.
+
+    MariaDB/PostgreSQL: a row lock every writer of the node also takes (its
+    UPDATE of the generation), so the node cannot change until commit.
+    SQLite ignores FOR UPDATE: BEGIN IMMEDIATE already holds the write lock.
+
+    :raises: ComputeNodeNotFound.
+    """
+    # SELECT generation FROM compute_nodes WHERE id=:id AND deleted=0 FOR UPDATE
+    gen = session.execute(
+        sa.select(_NODES.c.generation)
+        .where(_NODES.c.id == node_id, _NODES.c.deleted == 0)
+        .with_for_update()).scalar()
     if gen is None:
         raise db_exc.ComputeNodeNotFound(name="id=%d" % node_id)
     return int(gen)
