@@ -51,13 +51,12 @@ class PciDeviceError(PciVgpuException):
 
 
 class PciDeviceInvalidStatus(PciDeviceError):
-    msg_fmt = ("PCI device %(device)s is "
-               "%(status)s instead of %(hopestatus)s")
+    msg_fmt = "PCI device %(device)s is %(status)s instead of %(hopestatus)s"
 
 
 class PciDeviceInvalidOwner(PciDeviceError):
-    msg_fmt = ("PCI device %(device)s is "
-               "owned by %(owner)s instead of %(hopeowner)s")
+    msg_fmt = ("PCI device %(device)s is owned by %(owner)s instead of "
+               "%(hopeowner)s")
 
 
 class PciDeviceVFInvalidStatus(PciDeviceInvalidStatus):
@@ -71,24 +70,23 @@ class PciDevicePFInvalidStatus(PciDeviceInvalidStatus):
 
 
 class PciDeviceVgpusInUse(PciDeviceInvalidStatus):
-    msg_fmt = ("GPU %(device)s cannot be "
-               "given whole: its vGPUs %(busy)s are in use")
+    msg_fmt = ("GPU %(device)s cannot be given whole: its vGPUs %(busy)s "
+               "are in use")
 
 
 class PciDeviceGpuInUse(PciDeviceInvalidStatus):
-    msg_fmt = ("vGPU %(device)s cannot be "
-               "used: its GPU %(parent)s is %(status)s as a whole device "
-               "(allowed: %(hopestatus)s)")
+    msg_fmt = ("vGPU %(device)s cannot be used: its GPU %(parent)s is "
+               "%(status)s as a whole device (allowed: %(hopestatus)s)")
 
 
 class PciDeviceRemoveInUse(PciDeviceInvalidStatus):
-    msg_fmt = ("Cannot remove PCI device %(device)s: it is %(status)s by instance "
-               "%(instance_uuid)s; free it first")
+    msg_fmt = ("Cannot remove PCI device %(device)s: it is %(status)s by "
+               "instance %(instance_uuid)s; free it first")
 
 
 class PciDeviceRemoveChildrenInUse(PciDeviceInvalidStatus):
-    msg_fmt = ("Cannot remove PCI device %(device)s: its dependent devices %(busy)s are in "
-               "use; free them first")
+    msg_fmt = ("Cannot remove PCI device %(device)s: its dependent devices "
+               "%(busy)s are in use; free them first")
 
 
 class PciDeviceInvalidField(PciDeviceError, Invalid):

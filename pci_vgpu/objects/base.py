@@ -24,11 +24,14 @@ class PciVgpuObjectRegistry(ovo_base.VersionedObjectRegistry):
         # Imported late: pci_vgpu.objects imports this module first.
         from pci_vgpu import objects
 
-        version = tuple(int(x) for x in cls.VERSION.split("."))  # type: ignore[attr-defined]
-        current = getattr(objects, cls.obj_name(), None)  # type: ignore[attr-defined]
-        if current is None or version >= tuple(
-                int(x) for x in current.VERSION.split(".")):
-            setattr(objects, cls.obj_name(), cls)  # type: ignore[attr-defined]
+        name = cls.obj_name()  # type: ignore[attr-defined]
+        current = getattr(objects, name, None)
+        if current is None or _version(cls) >= _version(current):
+            setattr(objects, name, cls)
+
+
+def _version(cls: type) -> tuple[int, ...]:
+    return tuple(int(x) for x in getattr(cls, "VERSION").split("."))
 
 
 class PciVgpuObject(ovo_base.VersionedObject):

@@ -62,3 +62,14 @@ def test_placement_policy_choices(tmp_path):
     c = _load(tmp_path, "[pci]\nplacement_policy = diagonal\n")
     with pytest.raises(ValueError, match="diagonal"):
         c.pci.placement_policy
+
+
+def test_overrides_do_not_leak_between_config_objects():
+    first = cfg.ConfigOpts()
+    conf.register_opts(first)
+    first([], default_config_files=[])
+    first.set_override("alias", ['{"name": "x"}'], group="pci")
+    second = cfg.ConfigOpts()
+    conf.register_opts(second)
+    second([], default_config_files=[])
+    assert second.pci.alias == []
