@@ -100,16 +100,20 @@ class XenServerDriver(virt_driver.VirtDriver):
     def get_pci_passthrough_devices(self) -> list[dict[str, ty.Any]]:
         """GPUs and existing vGPUs that ``[pci] device_spec`` lets through.
 
-        A vGPU is reported when one GPU of its group passes the filter.
+        A GPU goes through ``dev_filter.filter_device`` (which may add tags
+        and narrow its vGPU types).  A vGPU is reported when a GPU of its
+        group passed and, if it runs on a pGPU, the filter admits it.
         """
         snap = self._snapshot()
         devices = inventory.devices(snap, self._call, self._numa_map)
         if self._filter is None:
             return devices
-        gpus = [d for d in devices if d["dev_type"] != "mdev" and self._filter.device_assignable(d)]
+        gpus = [f for f in (self._filter.filter_device(d) for d in devices
+                            if d["dev_type"] != "mdev") if f is not None]
         groups = {snap.pgpus[d["dev_id"]]["GPU_group"] for d in gpus}
-        vgpus = [d for d in devices
-                 if d["dev_type"] == "mdev" and snap.vgpus[d["dev_id"]]["GPU_group"] in groups]
+        vgpus = [d for d in devices if d["dev_type"] == "mdev"
+                 and snap.vgpus[d["dev_id"]]["GPU_group"] in groups
+                 and (d["parent_addr"] is None or self._filter.device_assignable(d))]
         return gpus + vgpus
 
     def init_host(self, allocated: ty.Sequence[PciDevice]) -> virt_driver.HostInitReport:

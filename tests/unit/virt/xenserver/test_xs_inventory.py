@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import typing as ty
 import uuid as uuidlib
 
 import pytest
 
+from pci_vgpu import devspec
 from pci_vgpu.objects.pci_device import PciDevice
 from pci_vgpu.virt.driver import GuestSpec
 from pci_vgpu.virt.xenserver import driver as xs_driver
@@ -107,18 +107,9 @@ def test_device_dicts_load_into_pci_device_objects(driver: XenServerDriver) -> N
     assert (vgpu.mdev_uuid, vgpu.vgpu_type, vgpu.parent_addr) == (MDEV, "GRID K240Q", "0000:08:00.0")
 
 
-class AddressFilter:
-    """A stand-in [pci] device_spec matching one GPU address (devspec not merged yet)."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-
-    def device_assignable(self, dev: dict[str, ty.Any]) -> bool:
-        return bool(dev["address"] == self.address)
-
-
 def test_dev_filter_keeps_gpus_and_their_groups_vgpus(grid_k2: Simulator) -> None:
-    drv = XenServerDriver(conf=xapi.make_conf(grid_k2.url), dev_filter=AddressFilter("0000:85:00.0"))
+    whitelist = devspec.Whitelist(['{"address": "0000:85:00.0", "vgpu_types": ["GRID K200"]}'])
+    drv = XenServerDriver(conf=xapi.make_conf(grid_k2.url), dev_filter=whitelist)
     try:
         drv.spawn(GuestSpec(uuid=GUEST, name="g"), [xapi.make_vgpu("0000:85:00.0", "GRID K200", MDEV)])
         other = str(uuidlib.uuid4())
@@ -128,6 +119,7 @@ def test_dev_filter_keeps_gpus_and_their_groups_vgpus(grid_k2: Simulator) -> Non
         drv.close()
     assert [(d["address"], d.get("mdev_uuid")) for d in devices] == [
         ("0000:85:00.0", None), (None, MDEV)]
+    assert list(devices[0]["vgpu_types"]) == ["GRID K200"], "the spec narrows the types"
 
 
 @pytest.mark.parametrize("item", ["0000:08", "0000:08=x", "=1", "0000:08=-1"])
