@@ -9,6 +9,7 @@ alias -> consume on the guest's NUMA node -> claim -> prepare_vgpu creates
 the mdev -> spawn defines and starts the guest with the hostdev -> destroy
 -> release_vgpu -> free: the host inventory and the pools are back to
 where they started.  The same for an NVIDIA vendor-VFIO VF on a fake sysfs.
+Tier 4 boots a guest on a real libvirtd + QEMU (tests.fixtures.libvirtd).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pci_vgpu.virt import exception
 from pci_vgpu.virt.libvirt import driver as libvirt_driver
 from pci_vgpu.virt.libvirt import hostdev
 from pci_vgpu.virt.libvirt import testseam
+from tests.fixtures import libvirtd as libvirtd_fixture
 from tests.fixtures import sysfs as fake_sysfs
 
 INSTANCE = "6f1c2d3e-4a5b-4c6d-8e7f-0a1b2c3d4e5f"
@@ -159,3 +161,51 @@ def test_nvidia_vf_flow_types_the_vf_and_untypes_it(conf, tmp_path):
     assert sysfs.current_type(vf.address) == "0"
     assert drv.get_pci_passthrough_devices() == start_inventory
     assert _counts(pools) == start_pools
+
+
+# -- tier 4: a real libvirtd + QEMU ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def libvirtd_uri():
+    with libvirtd_fixture.running_libvirtd() as uri:
+        yield uri
+
+
+@pytest.mark.libvirtd
+@pytest.mark.slow
+def test_real_qemu_refuses_the_mdev_and_everything_rolls_back(conf, tmp_path, libvirtd_uri):
+    """Boot a tiny guest on real QEMU; the mdev attach fails (no VFIO here)."""
+    sysfs = fake_sysfs.FakeSysfs(str(tmp_path))
+    sysfs.populate_parent("0000:41:00.0", "nvidia-222", 16, name="GRID T4-1B")
+    pools = _pools(_host(conf, "two-socket-t4-v100"))  # the T4/V100 inventory
+    start_pools = _counts(pools)
+    conf.set_override("connection_uri", libvirtd_uri, group="libvirt")
+    conf.set_override("mdev_backend", "sysfs", group="libvirt")
+    drv = libvirt_driver.LibvirtDriver(conf=conf, sysfs=sysfs.root)
+    guest = driver.GuestSpec(uuid=INSTANCE, name="pci-vgpu-tier4", memory_mb=64)
+    drv.spawn(guest, [])
+    try:
+        assert [(g.name, g.running) for g in drv.list_guests()] == [("pci-vgpu-tier4", True)]
+        [vgpu] = pools.consume_requests(_requests(conf, "vgpu-1q"), [{"id": 1}])
+        vgpu.claim(INSTANCE)
+        pools.update_device(vgpu)
+        drv.prepare_vgpu(vgpu)
+        assert list(sysfs.mdevs()) == [vgpu.mdev_uuid]
+        with pytest.raises(exception.DeviceAttachFailed) as err:
+            drv.attach_devices(INSTANCE, [vgpu])
+        # The tracker's rollback, in reverse order: remove the mdev, free the claim.
+        drv.release_vgpu(vgpu)
+        vgpu.free(INSTANCE)
+        pools.remove_device(vgpu)
+        assert "requires VFIO support" in str(err.value)
+        assert vgpu.mdev_uuid in str(err.value) and INSTANCE in str(err.value)
+        assert sysfs.mdevs() == {}
+        assert _counts(pools) == start_pools
+        dom = drv.conn.lookupByUUIDString(INSTANCE)
+        assert hostdev.parse_hostdevs(dom.XMLDesc(0)) == []
+        assert hostdev.parse_hostdevs(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)) == []
+        assert drv.list_guests()[0].running
+    finally:
+        drv.destroy(INSTANCE)
+    assert drv.list_guests() == []
