@@ -137,7 +137,7 @@ def build_and_start(call: Call, guest: virt_driver.GuestSpec, plans: list[VgpuPl
 
     :raises: XapiFailure (after the rollback).
     """
-    vm = call("VM.create", vm_record(guest))
+    vm = str(call("VM.create", vm_record(guest)))
     created: list[str] = []
     try:
         for slot, item in enumerate(plans):

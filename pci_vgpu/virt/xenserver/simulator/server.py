@@ -157,8 +157,8 @@ class Simulator:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return "http://%s:%d/" % (host, port)
+        port = self._server.server_address[1]
+        return "http://127.0.0.1:%d/" % port
 
     @property
     def calls(self) -> list[tuple[str, tuple[object, ...]]]:

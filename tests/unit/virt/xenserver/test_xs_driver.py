@@ -38,7 +38,7 @@ def occupy(drv: XenServerDriver, address: str, model: str, n: int = 1) -> None:
 
 
 def test_loaded_by_stevedore(grid_k2: Simulator) -> None:
-    mgr = stevedore.DriverManager("pci_vgpu.virt_drivers", "xenserver", invoke_on_load=True,
+    mgr: ty.Any = stevedore.DriverManager("pci_vgpu.virt_drivers", "xenserver", invoke_on_load=True,
                                   invoke_kwds={"conf": xapi.make_conf(grid_k2.url)})
     try:
         assert isinstance(mgr.driver, VirtDriver)

@@ -27,6 +27,11 @@ def login(sim: Simulator) -> ty.Any:
     return session
 
 
+def raw_proxy(sim: Simulator) -> ty.Any:
+    """A bare XML-RPC proxy, to see XAPI's wire format unparsed."""
+    return xmlrpc.client.ServerProxy(sim.url, allow_none=True)
+
+
 def failure(fn: ty.Callable[..., object], *args: object) -> list[str]:
     with pytest.raises(XenAPI.Failure) as info:
         fn(*args)
@@ -46,7 +51,7 @@ def group_of(sim: Simulator, address: str) -> str:
 
 
 def test_wire_format_int64_as_strings_and_success_struct(grid_k2: Simulator) -> None:
-    raw = xmlrpc.client.ServerProxy(grid_k2.url, allow_none=True)
+    raw = raw_proxy(grid_k2)
     login_reply = raw.session.login_with_password("root", PASSWORD, "2.21", "t")
     assert login_reply["Status"] == "Success"
     assert login_reply["Value"].startswith("OpaqueRef:")
@@ -58,7 +63,7 @@ def test_wire_format_int64_as_strings_and_success_struct(grid_k2: Simulator) -> 
 
 
 def test_failure_struct_and_unknown_method(grid_k2: Simulator) -> None:
-    raw = xmlrpc.client.ServerProxy(grid_k2.url, allow_none=True)
+    raw = raw_proxy(grid_k2)
     session = raw.session.login_with_password("root", PASSWORD, "2.21", "t")["Value"]
     assert raw.VM.teleport(session, "x") == {
         "Status": "Failure", "ErrorDescription": ["MESSAGE_METHOD_UNKNOWN", "VM.teleport"]}
@@ -78,7 +83,7 @@ def test_bad_password_and_unknown_session(grid_k2: Simulator) -> None:
     session = XenAPI.Session(grid_k2.url)
     details = failure(session.xenapi.login_with_password, "root", "wrong", "2.21", "t")
     assert details[0] == "SESSION_AUTHENTICATION_FAILED"
-    raw = xmlrpc.client.ServerProxy(grid_k2.url, allow_none=True)
+    raw = raw_proxy(grid_k2)
     assert raw.VM.get_all("OpaqueRef:forged")["ErrorDescription"] == [
         "SESSION_INVALID", "OpaqueRef:forged"]
 
