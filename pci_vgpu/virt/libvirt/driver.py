@@ -145,7 +145,7 @@ class LibvirtDriver(driver.VirtDriver):
 
     def _create_mdev(self, view: devices_mod.DeviceView) -> None:
         for existing in self.mdevs.list():
-            if existing.mdev_uuid != view.mdev_uuid:
+            if existing.mdev_uuid != view.mdev_uuid or not existing.active:
                 continue
             if (existing.mdev_type, existing.parent_addr) == (view.vgpu_type, view.parent_addr):
                 return

@@ -40,7 +40,7 @@ def _restore_one(drv: LibvirtDriver, view: devices_mod.DeviceView,
 
 
 def _restore(drv: LibvirtDriver, views: list[devices_mod.DeviceView]) -> list[str]:
-    existing = {m.mdev_uuid for m in drv.mdevs.list()}
+    existing = {m.mdev_uuid for m in drv.mdevs.list() if m.active}
     recreated = []
     for view in views:
         try:

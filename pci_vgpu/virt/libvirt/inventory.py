@@ -38,12 +38,15 @@ def read_nodes(conn: ty.Any) -> list[nodedev.PciNode | nodedev.MdevNode]:
 
     A device removed between ``listAllDevices`` and the lookup (hot-unplug,
     an mdev removed by someone else) raises VIR_ERR_NO_NODE_DEVICE: it is
-    logged and skipped, the rest of the inventory is still reported.
+    logged and skipped, the rest of the inventory is still reported.  A
+    defined but stopped mdev is no device yet (init_host starts the ones
+    allocated devices need) and is skipped too.
     """
     nodes: list[nodedev.PciNode | nodedev.MdevNode] = []
     for name in sorted(dev.name() for dev in conn.listAllDevices(LIST_FLAGS)):
         try:
-            xml = conn.nodeDeviceLookupByName(name).XMLDesc(0)
+            dev = conn.nodeDeviceLookupByName(name)
+            xml = dev.XMLDesc(0)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_NODE_DEVICE:
                 raise
@@ -51,6 +54,8 @@ def read_nodes(conn: ty.Any) -> list[nodedev.PciNode | nodedev.MdevNode]:
                      "read; skipping it", {"name": name})
             continue
         parsed = nodedev.parse(xml)
+        if isinstance(parsed, nodedev.MdevNode) and not nodedev.is_active(dev):
+            continue
         if parsed is not None:
             nodes.append(parsed)
     return nodes

@@ -36,6 +36,8 @@ class Mdev:
     mdev_uuid: str
     mdev_type: str
     parent_addr: str
+    #: False for a persistent (defined) mdev that is not started.
+    active: bool = True
 
 
 class MdevBackend(ty.Protocol):
@@ -129,6 +131,12 @@ class NodedevBackend:
         nodes = [nodedev.parse(d.XMLDesc(0)) for d in self.conn.listAllDevices(flags)]
         return [n for n in nodes if isinstance(n, nodedev.PciNode)]
 
+    def _find(self, mdev_uuid: str) -> ty.Any | None:
+        for dev, node in self._mdev_nodes():
+            if node.mdev_uuid == mdev_uuid:
+                return dev
+        return None
+
     def _mdev_nodes(self) -> list[tuple[ty.Any, nodedev.MdevNode]]:
         flags = libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_MDEV
         found = []
@@ -158,6 +166,14 @@ class NodedevBackend:
         if parent is None:
             raise _create_failed(mdev_uuid, mdev_type, parent_addr,
                                  "libvirt knows no PCI device at that address")
+        defined = self._find(mdev_uuid)
+        if defined is not None:
+            # Defined but stopped (autostart failed after a reboot): start it.
+            try:
+                defined.create(0)
+            except libvirt.libvirtError as exc:
+                raise _create_failed(mdev_uuid, mdev_type, parent_addr, str(exc))
+            return
         xml = mdev_device_xml(parent, mdev_type, mdev_uuid)
         try:
             started = self.conn.nodeDeviceCreateXML(xml, 0)
@@ -198,5 +214,6 @@ class NodedevBackend:
         """Every mdev libvirt reports, with its parent's address."""
         addresses = {n.dev_id: n.address for n in self._pci_nodes()}
         return [Mdev(mdev_uuid=node.mdev_uuid, mdev_type=node.mdev_type,
-                     parent_addr=addresses.get(node.parent_dev_id, node.parent_dev_id))
-                for _, node in self._mdev_nodes()]
+                     parent_addr=addresses.get(node.parent_dev_id, node.parent_dev_id),
+                     active=nodedev.is_active(dev))
+                for dev, node in self._mdev_nodes()]

@@ -9,7 +9,9 @@ group of an mdev.  Every value comes from the XML (never from the node-device
 from __future__ import annotations
 
 import dataclasses
+import typing as ty
 
+import libvirt
 from lxml import etree
 
 
@@ -125,6 +127,15 @@ def _parse_mdev(name: str, parent: str, cap: etree._Element) -> MdevNode | None:
         mdev_type=type_elem.get("id", ""), parent_dev_id=parent,
         iommu_group=_int(group.get("number")) if group is not None else None,
     )
+
+
+def is_active(dev: ty.Any) -> bool:
+    """Whether a node device is started; drivers that cannot tell (the test
+    driver) only list started devices."""
+    try:
+        return bool(dev.isActive())
+    except libvirt.libvirtError:
+        return True
 
 
 def parse(xml: str) -> PciNode | MdevNode | None:

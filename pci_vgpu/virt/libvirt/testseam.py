@@ -239,7 +239,9 @@ class TestDriverSeam:
             if real.name() not in self._hidden:
                 devices.append(_SeamPci(self, real))
         if not flags or flags & libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_MDEV:
-            devices.extend(SeamMdev(self, s) for s in self._mdevs.values() if s.active)
+            # Like libvirtd without ACTIVE/INACTIVE flags: defined but
+            # stopped mdevs are listed too.
+            devices.extend(SeamMdev(self, s) for s in self._mdevs.values())
         return devices
 
     def nodeDeviceLookupByName(self, name: str) -> ty.Any:

@@ -73,3 +73,15 @@ def test_nvidia_vf_types_are_reapplied_after_reboot(make_driver, sysfs):
     assert report.orphans == []
     drv.release_vgpu(vf)
     assert sysfs.current_type(VF) == "0"
+
+
+def test_defined_mdev_whose_autostart_failed_is_started(make_driver):
+    drv = make_driver()
+    vgpu = mdev_device()
+    drv.prepare_vgpu(vgpu)
+    drv.conn._mdevs[UUID1].autostart = False  # mdevctl could not set autostart
+    drv.conn.reboot()
+    assert [d["dev_type"] for d in drv.get_pci_passthrough_devices()].count("mdev") == 0
+    assert drv.init_host([vgpu]).recreated == [UUID1]
+    assert [(m.mdev_uuid, m.active) for m in drv.mdevs.list()] == [(UUID1, True)]
+    assert [d.get("mdev_uuid") for d in drv.get_pci_passthrough_devices()][-1] == UUID1
