@@ -236,7 +236,7 @@ def parse_device_specs(values: ty.Iterable[str]) -> list[PciDeviceSpec]:
 
     :raises: PciConfigInvalidSpec naming the value.
     """
-    specs = []
+    specs: list[PciDeviceSpec] = []
     for raw in values:
         try:
             parsed = json.loads(raw)

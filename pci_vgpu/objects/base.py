@@ -48,7 +48,7 @@ class PciVgpuPersistentObject:
     (``pci_vgpu.db``), so objects stay importable without a database.
     """
 
-    fields: ty.ClassVar[dict[str, ovo_fields.Field]] = {
+    fields: dict[str, ty.Any] = {
         "created_at": ovo_fields.DateTimeField(nullable=True),
         "updated_at": ovo_fields.DateTimeField(nullable=True),
         "deleted_at": ovo_fields.DateTimeField(nullable=True),

@@ -160,7 +160,7 @@ class PciDevice(base.PciVgpuPersistentObject, base.PciVgpuObject):
         """How messages name this device: its address, or its mdev UUID."""
         address = self.address if self.obj_attr_is_set("address") else None
         if address:
-            return address
+            return str(address)
         mdev = self.mdev_uuid if self.obj_attr_is_set("mdev_uuid") else None
         parent = (self.parent_addr if self.obj_attr_is_set("parent_addr")
                   else None)
@@ -197,7 +197,7 @@ class PciDevice(base.PciVgpuPersistentObject, base.PciVgpuObject):
     def _extra(self, key: str) -> str | None:
         if not self.obj_attr_is_set("extra_info"):
             return None
-        return self.extra_info.get(key)
+        return ty.cast("str | None", self.extra_info.get(key))
 
     @property
     def vgpu_types(self) -> dict[str, dict[str, ty.Any]]:

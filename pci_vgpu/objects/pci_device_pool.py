@@ -97,8 +97,7 @@ def from_pci_stats(pci_stats: ty.Any) -> PciDevicePoolList:
         return PciDevicePoolList(objects=[])
     if isinstance(pci_stats, dict) and \
             "pci_vgpu_object.namespace" in pci_stats:
-        return ty.cast(PciDevicePoolList,
-                       PciDevicePoolList.obj_from_primitive(pci_stats))
+        return PciDevicePoolList.obj_from_primitive(pci_stats)
     stats = pci_stats if isinstance(pci_stats, list) else [pci_stats]
     return PciDevicePoolList(
         objects=[PciDevicePool.from_dict(stat) for stat in stats])
