@@ -66,8 +66,9 @@ class LibvirtDriver(driver.VirtDriver):
                  connection: ty.Any | None = None,
                  sysfs: sysfs_mod.SysfsRoot | None = None) -> None:
         if conf is None:
-            from pci_vgpu.conf import CONF as conf
-        self.conf = conf
+            from pci_vgpu.conf import CONF
+            conf = CONF
+        self.conf: cfg.ConfigOpts = conf
         self.dev_filter = dev_filter
         self.uri = conf.libvirt.connection_uri or "test://" + DEFAULT_HOST
         self.conn = connection if connection is not None else _open(self.uri)

@@ -66,7 +66,7 @@ def destroy(conn: ty.Any, guest_uuid: str) -> None:
 
 
 def _flags(dom: ty.Any) -> int:
-    return LIVE_AND_CONFIG if dom.isActive() else libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    return int(LIVE_AND_CONFIG if dom.isActive() else libvirt.VIR_DOMAIN_AFFECT_CONFIG)
 
 
 def attach(conn: ty.Any, guest_uuid: str, devs: ty.Sequence[hostdev.Hostdev]) -> None:

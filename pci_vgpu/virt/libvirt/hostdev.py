@@ -58,7 +58,7 @@ def hostdev_element(dev: Hostdev) -> etree._Element:
 
 
 def hostdev_xml(dev: Hostdev) -> str:
-    return etree.tostring(hostdev_element(dev), pretty_print=True, encoding="unicode")
+    return str(etree.tostring(hostdev_element(dev), pretty_print=True, encoding="unicode"))
 
 
 def domain_xml(guest: driver.GuestSpec, devices: ty.Sequence[Hostdev],
@@ -87,7 +87,7 @@ def domain_xml(guest: driver.GuestSpec, devices: ty.Sequence[Hostdev],
         etree.SubElement(serial, "target", port="0")
     for dev in devices:
         devs.append(hostdev_element(dev))
-    return etree.tostring(dom, pretty_print=True, encoding="unicode")
+    return str(etree.tostring(dom, pretty_print=True, encoding="unicode"))
 
 
 def parse_hostdevs(xml: str) -> list[Hostdev]:

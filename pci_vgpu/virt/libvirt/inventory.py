@@ -145,8 +145,8 @@ def build(nodes: ty.Sequence[nodedev.PciNode | nodedev.MdevNode],
         dev = _base(node)
         if node.mdev_types:
             dev.update(_mdev_parent_fields(node, existing[node.dev_id], root, memory))
-        elif vf_states.get(node.address) is not None:
-            dev.update(nvidia_vf.vgpu_fields(vf_states[node.address], vf_names))
+        elif (state := vf_states.get(node.address)) is not None:
+            dev.update(nvidia_vf.vgpu_fields(state, vf_names))
         if dev_filter is not None:
             # The spec may add tags (managed, live_migratable) and narrow
             # the vGPU types it offers.

@@ -115,7 +115,7 @@ def mdev_device_xml(parent_dev_id: str, mdev_type: str, mdev_uuid: str) -> str:
     cap = etree.SubElement(root, "capability", type="mdev")
     etree.SubElement(cap, "type", id=mdev_type)
     etree.SubElement(cap, "uuid").text = mdev_uuid
-    return etree.tostring(root, pretty_print=True, encoding="unicode")
+    return str(etree.tostring(root, pretty_print=True, encoding="unicode"))
 
 
 class NodedevBackend:

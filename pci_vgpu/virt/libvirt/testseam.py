@@ -67,7 +67,7 @@ class SeamMdev:
         etree.SubElement(cap, "type", id=self.state.mdev_type)
         etree.SubElement(cap, "uuid").text = self.state.mdev_uuid
         etree.SubElement(cap, "iommuGroup", number=str(self._seam.iommu_group(self.state)))
-        return etree.tostring(root, pretty_print=True, encoding="unicode")
+        return str(etree.tostring(root, pretty_print=True, encoding="unicode"))
 
     def isActive(self) -> int:
         return int(self.state.active)
@@ -155,7 +155,7 @@ class SeamDomain:
                 devices.remove(elem)
         for dev_xml in self._live.added:
             devices.append(etree.fromstring(dev_xml.encode("utf-8")))
-        return etree.tostring(root, encoding="unicode")
+        return str(etree.tostring(root, encoding="unicode"))
 
     def attachDeviceFlags(self, xml: str, flags: int = 0) -> int:
         self._seam._check("attachDeviceFlags")
@@ -374,7 +374,7 @@ class TestDriverSeam:
             count = elem.find("availableInstances")
             if count is not None:
                 count.text = str(available[elem.get("id", "")])
-        return etree.tostring(root, encoding="unicode")
+        return str(etree.tostring(root, encoding="unicode"))
 
     def iommu_group(self, state: _MdevState) -> int:
         """A stable fake IOMMU group per mdev (real mdevs get a fresh one)."""
