@@ -37,8 +37,10 @@ OPTS = [
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    conf.register_group(GROUP)
-    conf.register_opts(OPTS, group=GROUP)
+    # A fresh OptGroup per ConfigOpts: oslo keeps overrides in the group
+    # object, so sharing GROUP would leak set_override() between configs.
+    conf.register_group(cfg.OptGroup(GROUP.name, title=GROUP.title))
+    conf.register_opts(OPTS, group=GROUP.name)
 
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
