@@ -164,7 +164,8 @@ class XenServerDriver(virt_driver.VirtDriver):
             plans = guests.plan(snap, guest.uuid, devices)
             vm = guests.build_and_start(self._call, guest, plans)
         except (guests.PlanError, virt_exc.VirtDriverError) as exc:
-            raise virt_exc.GuestSpawnFailed(driver=NAME, guest=guest.uuid, reason=str(exc)) from None
+            raise virt_exc.GuestSpawnFailed(driver=NAME, guest=guest.uuid,
+                                            reason=snap.name_refs(str(exc))) from None
         guests.check_placement(self._call, vm, plans)
 
     def destroy(self, guest_uuid: str) -> None:

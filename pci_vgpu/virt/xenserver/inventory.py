@@ -81,6 +81,18 @@ class Snapshot:
                 return ref
         return None
 
+    def name_refs(self, text: str) -> str:
+        """``text`` with each known VGPU_type / GPU_group / PGPU ref followed by its name.
+
+        XAPI error parameters are refs; an operator needs "GRID K240Q".
+        """
+        names = {ref: rec["model_name"] for ref, rec in self.types.items()}
+        names.update({ref: rec["name_label"] for ref, rec in self.groups.items()})
+        names.update({ref: "pGPU %s" % self.address(ref) for ref in self.pgpus})
+        for ref, name in names.items():
+            text = text.replace(ref, "%s (%s)" % (ref, name))
+        return text
+
     def vgpu_identity(self, vgpu: str) -> str:
         """pci_vgpu's UUID tag of ``vgpu``, else the VGPU's own uuid."""
         rec = self.vgpus[vgpu]

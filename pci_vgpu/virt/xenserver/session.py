@@ -13,6 +13,7 @@ to log in and never appears in a message or a log line.
 from __future__ import annotations
 
 import logging
+import threading
 import typing as ty
 import xmlrpc.client
 
@@ -34,6 +35,9 @@ class XapiSession:
         self.username = username
         self._password = password
         self._client: ty.Any = None
+        # XenAPI.Session keeps one session ref and one HTTP connection:
+        # calls from several threads take turns.
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         return "XapiSession(%s as %s)" % (self.url, self.username)
@@ -64,6 +68,10 @@ class XapiSession:
         :raises: XapiFailure for a XAPI ``Failure``; XenServerSessionLost or
             XenServerAuthFailed when no session can be had.
         """
+        with self._lock:
+            return self._call_relogin(method, args)
+
+    def _call_relogin(self, method: str, args: tuple[object, ...]) -> ty.Any:
         try:
             return self._call_once(method, args)
         except xmlrpc.client.Fault as fault:
@@ -91,7 +99,8 @@ class XapiSession:
 
     def close(self) -> None:
         """Log out; a session already gone is not an error."""
-        client, self._client = self._client, None
+        with self._lock:
+            client, self._client = self._client, None
         if client is None:
             return
         try:

@@ -114,7 +114,8 @@ def test_type_not_compatible_with_running_type_rolls_back(grid_k2: Simulator,
     occupy(driver, "0000:08:00.0", "GRID K280Q")
     occupy(driver, "0000:09:00.0", "GRID K280Q")
     assert_spawn_fails(grid_k2, driver, [xapi.make_vgpu("0000:08:00.0", "GRID K240Q", MDEV_A)],
-                       "VGPU_TYPE_NOT_COMPATIBLE_WITH_RUNNING_TYPE", "one type at a time")
+                       "VGPU_TYPE_NOT_COMPATIBLE_WITH_RUNNING_TYPE", "one type at a time",
+                       "(GRID K240Q) while it runs type", "(GRID K280Q)", "(pGPU 0000:0")
 
 
 def test_type_not_enabled_rolls_back(grid_k2: Simulator, driver: XenServerDriver) -> None:

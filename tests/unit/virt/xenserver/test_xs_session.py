@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import socket
 
@@ -103,3 +104,11 @@ def test_close_after_expiry_does_not_raise(grid_k2: Simulator) -> None:
     grid_k2.expire_sessions()
     session.close()
     assert grid_k2.db.tables["session"] == {}
+
+
+def test_calls_from_several_threads_share_one_session(grid_k2: Simulator) -> None:
+    session = XapiSession(grid_k2.url, "root", PASSWORD)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: len(session.call("PGPU.get_all_records")), range(40)))
+    assert results == [4] * 40
+    assert len(grid_k2.db.tables["session"]) == 1
