@@ -46,11 +46,17 @@ def host_uri(name: str) -> str:
     return "test://" + os.path.join(HOSTS_DIR, name + ".xml")
 
 
+def safe_uri(uri: str) -> str:
+    """``uri`` without the credentials it may carry (qemu+tls://user:pw@h)."""
+    scheme, sep, rest = uri.partition("://")
+    return scheme + sep + rest.rpartition("@")[2]
+
+
 def _open(uri: str) -> ty.Any:
     try:
         conn = libvirt.open(uri)
     except libvirt.libvirtError as exc:
-        raise exception.HypervisorUnavailable(connection=uri, reason=str(exc))
+        raise exception.HypervisorUnavailable(connection=safe_uri(uri), reason=str(exc))
     if uri.startswith("test://"):
         LOG.info("Using the libvirt test driver at %(uri)s with pci_vgpu's "
                  "test seam for mdev creation and hot-plug", {"uri": uri})
@@ -85,13 +91,8 @@ class LibvirtDriver(driver.VirtDriver):
             name="libvirt", hot_plug=True,
             vgpu_backends=(devices_mod.MDEV, devices_mod.NVIDIA_VF),
             connection="%s (mdev backend %s, sysfs %s)" % (
-                self._safe_uri(),
+                safe_uri(self.uri),
                 self.mdevs.name, self.sysfs.root))
-
-    def _safe_uri(self) -> str:
-        # Never print credentials a URI might carry (qemu+tls://user:pw@h).
-        scheme, sep, rest = self.uri.partition("://")
-        return scheme + sep + rest.rpartition("@")[2]
 
     def _virt_type(self) -> str:
         if str(self.conn.getType()).lower() == "test":

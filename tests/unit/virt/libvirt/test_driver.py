@@ -138,3 +138,8 @@ def test_bad_uuid_is_refused_before_any_libvirt_call(make_driver):
     with pytest.raises(pci_exception.InvalidVgpuTypeName):
         drv.prepare_vgpu(vgpu)
     assert _mdevs(drv) == []
+
+
+def test_credentials_never_appear_in_messages():
+    assert libvirt_driver.safe_uri("qemu+tls://admin:s3cret@host/system") == \
+        "qemu+tls://host/system"
