@@ -13,6 +13,7 @@ import importlib.metadata
 import logging
 import sys
 import typing as ty
+import warnings
 
 from cliff import app
 from cliff import commandmanager
@@ -78,6 +79,8 @@ class PciVgpuApp(app.App):
     """The ``pci-vgpu`` application."""
 
     CONSOLE_MESSAGE_FORMAT = "%(levelname)s: %(message)s"
+    #: Warnings and errors only; -v shows INFO, -vv DEBUG.
+    DEFAULT_VERBOSE_LEVEL = 0
 
     def __init__(self) -> None:
         super().__init__(
@@ -121,9 +124,21 @@ class PciVgpuApp(app.App):
         config.load(self.options.config_file, self.options.config_dir)
 
 
+def quiet_import_warnings() -> None:
+    """Hide eventlet's deprecation notice, printed when oslo.db imports it.
+
+    pci_vgpu never uses green threads; the notice would be the first thing
+    every operator reads.
+    """
+    warnings.filterwarnings("ignore", message=r"(?s)\s*Eventlet is deprecated")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"oslo_service(\..*)?")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"oslo_utils(\..*)?")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console script entry point; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    quiet_import_warnings()
     return int(PciVgpuApp().run(args))
 
 

@@ -1,0 +1,73 @@
+"""Building the compute service from configuration, once per process.
+
+The database (``[database] connection``, SQLite in ``[host] state_dir`` by
+default) is upgraded to the newest schema the first time it is opened, so a
+fresh state directory just works.  Trackers are cached per (database,
+host): in-process runners chain commands on one tracker, as a compute
+service would.
+"""
+
+from __future__ import annotations
+
+import typing as ty
+
+from pci_vgpu import conf as pci_conf
+from pci_vgpu import devspec
+from pci_vgpu import manager
+from pci_vgpu import request
+from pci_vgpu import service as svc
+from pci_vgpu import service_tracker
+from pci_vgpu.db import api as db_api
+from pci_vgpu.virt import driver as virt_driver
+
+_DATABASES: dict[str, db_api.Database] = {}
+
+
+def database(conf: ty.Any = None) -> db_api.Database:
+    """The configured database, schema upgraded on first use."""
+    conf = conf or pci_conf.CONF
+    from pci_vgpu.conf import database as db_conf
+    url = db_conf.connection_url(conf)
+    if url not in _DATABASES:
+        db = db_api.Database(url)
+        db.sync()
+        _DATABASES[url] = db
+    return _DATABASES[url]
+
+
+def node_name(conf: ty.Any, driver_name: str) -> str:
+    """The compute node's name in the database: ``<[host] hostname>:<driver>``.
+
+    One state directory can then hold the embedded libvirt host and the XAPI
+    simulator side by side, and switching ``--connection`` never makes one
+    host's devices look vanished to the other.
+    """
+    return "%s:%s" % (conf.host.hostname, driver_name)
+
+
+def tracker(driver_name: str, conf: ty.Any = None) -> service_tracker.ServiceTracker:
+    """A tracker of this host and driver, filtered by ``[pci] device_spec``."""
+    conf = conf or pci_conf.CONF
+    raw = manager.PciDevTracker(
+        database(conf), node_name(conf, driver_name),
+        dev_filter=devspec.Whitelist(conf.pci.device_spec),
+        placement_policy=conf.pci.placement_policy)
+    return service_tracker.ServiceTracker(raw)
+
+
+def service(driver: virt_driver.VirtDriver, conf: ty.Any = None) -> svc.ComputeService:
+    """The compute service for ``driver`` on the configured database."""
+    return svc.ComputeService(driver, tracker(driver.describe().name, conf))
+
+
+def requests_for(flavor: ty.Any, conf: ty.Any = None) -> ty.Any:
+    """The ``InstancePCIRequests`` a flavor makes (see pci_vgpu.request)."""
+    return request.get_pci_requests_from_flavor(
+        {"extra_specs": flavor.extra_specs}, conf or pci_conf.CONF)
+
+
+def close_all() -> None:
+    """Dispose every opened database (tests reuse the process)."""
+    while _DATABASES:
+        _, db = _DATABASES.popitem()
+        db.dispose()

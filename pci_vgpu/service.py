@@ -1,0 +1,445 @@
+"""The compute service: the device tracker and a virt driver, kept in step.
+
+Nova's compute manager does this job for PCI devices: it claims devices in
+the resource tracker, asks the virt driver to build the guest with them, and
+records the allocation.  pci_vgpu adds a step for vGPUs (realise the claimed
+mdev / VF type before the guest starts) and a reconciliation of the database
+with what the hypervisor really has.
+
+Every flow that changes the host is all-or-nothing: when one step fails the
+steps already done are undone in reverse order (vGPUs released, claim freed)
+and one :class:`ServerOperationFailed` is raised that names the server, the
+step and the original error (kept as ``__cause__``).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import typing as ty
+
+from oslo_log import log as logging
+from oslo_utils import uuidutils
+
+from pci_vgpu import exception
+from pci_vgpu.virt import driver as virt_driver
+from pci_vgpu.virt.noop import attr
+
+if ty.TYPE_CHECKING:
+    from pci_vgpu.objects.pci_device import PciDevice
+
+LOG = logging.getLogger(__name__)
+
+
+class ServerOperationFailed(exception.PciVgpuException):
+    msg_fmt = ("%(operation)s of server %(server)s failed while %(step)s: %(reason)s; "
+               "%(undone)s")
+
+
+class ServerNotFound(exception.NotFound):
+    msg_fmt = "Server %(server)s not found on host %(host)s (known: %(known)s)."
+
+
+class ServerNameInUse(exception.Invalid):
+    msg_fmt = "Server name %(name)s is already used by %(uuid)s; choose another name."
+
+
+class InvalidNumaNode(exception.Invalid):
+    msg_fmt = "NUMA node %(node)r is not valid: give an integer >= 0."
+
+
+class NoSuchAttachedDevice(exception.Invalid):
+    msg_fmt = ("Device %(device)s is not attached to server %(server)s "
+               "(attached: %(attached)s).")
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceRecord:
+    """A server as the database records it."""
+
+    uuid: str
+    name: str
+    #: "claimed" or "allocated".
+    status: str
+    numa_node: int | None = None
+
+
+class Tracker(ty.Protocol):
+    """What the service needs from the device tracker (``pci_vgpu.manager``).
+
+    Each call is one database transaction: it either happens or raises.
+    """
+
+    hostname: str
+
+    def update_inventory(self, devices: list[dict[str, ty.Any]]) -> None:
+        """Sync the driver's device dicts into the database."""
+
+    def devices(self) -> list[PciDevice]:
+        """Every live device record of this host."""
+
+    def instances(self) -> list[InstanceRecord]:
+        """Every server holding claims or allocations."""
+
+    def devices_of(self, instance_uuid: str) -> list[PciDevice]:
+        """The devices claimed or allocated to one server."""
+
+    def claim(self, instance_uuid: str, name: str, requests: ty.Any,
+              numa_node: int | None) -> list[PciDevice]:
+        """Claim devices for a new server (new vGPU records included)."""
+
+    def claim_more(self, instance_uuid: str, requests: ty.Any,
+                   numa_node: int | None) -> list[PciDevice]:
+        """Claim extra devices for an existing server."""
+
+    def allocate(self, instance_uuid: str) -> None:
+        """Turn the server's claims into allocations."""
+
+    def free(self, instance_uuid: str) -> None:
+        """Free every device of the server and forget it."""
+
+    def free_devices(self, instance_uuid: str, devices: ty.Sequence[PciDevice]) -> None:
+        """Free some devices of the server; it keeps the others."""
+
+    def check_detachable(self, instance_uuid: str, devices: ty.Sequence[PciDevice]) -> None:
+        """Raise if ``free_devices`` would refuse these devices."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Server:
+    """A guest as the service knows it: database record plus hypervisor view."""
+
+    uuid: str
+    name: str
+    numa_node: int | None
+    devices: tuple[PciDevice, ...]
+    #: True/False as the hypervisor reports it; None when it has no such guest.
+    running: bool | None
+
+
+@dataclasses.dataclass
+class Finding:
+    """One difference between the database and the hypervisor."""
+
+    #: "leaked-claim" | "orphan-vgpu" | "missing-vgpu"
+    kind: str
+    #: Instance UUID (leaked claim) or vGPU UUID / VF address.
+    subject: str
+    detail: str
+    fixed: bool = False
+
+
+def device_name(dev: PciDevice) -> str:
+    """How an operator names a device: mdev UUID, else PCI address."""
+    return str(attr(dev, "mdev_uuid") or attr(dev, "address") or "?")
+
+
+def _is_vgpu(dev: PciDevice) -> bool:
+    return bool(attr(dev, "mdev_uuid")) or bool(
+        attr(dev, "dev_type") == "type-VF" and dev.extra_info.get("vgpu_type"))
+
+
+class _Undo:
+    """A stack of compensating actions run in reverse on failure."""
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, ty.Callable[[], None]]] = []
+        self.done: list[str] = []
+        self.failed: list[str] = []
+
+    def push(self, what: str, action: ty.Callable[[], None]) -> None:
+        self._steps.append((what, action))
+
+    def run(self) -> None:
+        """Run every compensating step; a failing one is logged, not raised."""
+        while self._steps:
+            what, action = self._steps.pop()
+            try:
+                action()
+                self.done.append(what)
+            except Exception as exc:  # noqa: BLE001 - keep undoing the rest
+                LOG.error("Rollback step '%(what)s' failed: %(err)s", {"what": what, "err": exc})
+                self.failed.append("%s (%s)" % (what, exc))
+
+    def summary(self) -> str:
+        if self.failed:
+            return "rollback incomplete: %s; run 'pci-vgpu host reconcile'" % "; ".join(self.failed)
+        if self.done:
+            return "rolled back: %s" % ", ".join(self.done)
+        return "nothing had changed"
+
+
+class ComputeService:
+    """Orchestrates one host's tracker and virt driver."""
+
+    def __init__(self, driver: virt_driver.VirtDriver, tracker: Tracker) -> None:
+        self.driver = driver
+        self.tracker = tracker
+
+    # --- inventory -------------------------------------------------------
+    def sync_inventory(self) -> list[dict[str, ty.Any]]:
+        """Read the hypervisor's devices into the database; return the dicts."""
+        devices = self.driver.get_pci_passthrough_devices()
+        self.tracker.update_inventory(devices)
+        return devices
+
+    # --- servers ---------------------------------------------------------
+    def create_server(self, name: str, requests: ty.Any, numa_node: int | None = None,
+                      memory_mb: int = 64, vcpus: int = 1) -> Server:
+        """Claim devices, realise vGPUs, start the guest, record the allocation.
+
+        :raises: ServerNameInUse, InvalidNumaNode; ServerOperationFailed
+            (after rolling back) when a claim, a vGPU or the guest fails.
+        """
+        self._check_new_server(name, numa_node)
+        uuid = uuidutils.generate_uuid()
+        undo = _Undo()
+        step = "claiming devices"
+        try:
+            devices = self.tracker.claim(uuid, name, requests, numa_node)
+            undo.push("freed the claim", lambda: self.tracker.free(uuid))
+            step = "creating vGPUs"
+            self._prepare_all(devices, undo)
+            guest_node = numa_node if numa_node is not None else _majority_node(devices)
+            step = "starting the guest"
+            self.driver.spawn(virt_driver.GuestSpec(
+                uuid=uuid, name=name, memory_mb=memory_mb, vcpus=vcpus,
+                numa_node=guest_node), devices)
+            undo.push("destroyed the guest", lambda: self.driver.destroy(uuid))
+            step = "recording the allocation"
+            self.tracker.allocate(uuid)
+        except Exception as exc:
+            undo.run()
+            raise ServerOperationFailed(operation="Create", server=name, step=step,
+                                        reason=_reason(exc), undone=undo.summary()) from exc
+        return self.get_server(uuid)
+
+    def _check_new_server(self, name: str, numa_node: int | None) -> None:
+        if numa_node is not None and (not isinstance(numa_node, int) or numa_node < 0):
+            raise InvalidNumaNode(node=numa_node)
+        for record in self.tracker.instances():
+            if record.name == name:
+                raise ServerNameInUse(name=name, uuid=record.uuid)
+
+    def _prepare_all(self, devices: ty.Sequence[PciDevice], undo: _Undo) -> None:
+        for dev in devices:
+            if not _is_vgpu(dev):
+                continue
+            self.driver.prepare_vgpu(dev)
+            undo.push("removed vGPU %s" % device_name(dev),
+                      lambda d=dev: self.driver.release_vgpu(d))  # type: ignore[misc]
+
+    def delete_server(self, server: str) -> Server:
+        """Stop the guest, remove its vGPUs, free its devices.
+
+        The database is freed only once the hypervisor let go of everything,
+        so a vGPU that cannot be removed stays recorded (and reported by
+        reconcile) instead of being handed to the next guest.
+
+        :raises: ServerNotFound; ServerOperationFailed naming the step.
+        """
+        found = self.get_server(server)
+        step = "destroying the guest"
+        try:
+            self.driver.destroy(found.uuid)
+            step = "removing vGPUs"
+            for dev in found.devices:
+                if _is_vgpu(dev):
+                    self.driver.release_vgpu(dev)
+            step = "freeing devices"
+            self.tracker.free(found.uuid)
+        except Exception as exc:
+            raise ServerOperationFailed(operation="Delete", server=found.name, step=step,
+                                        reason=_reason(exc),
+                                        undone="the database still records its devices") from exc
+        return found
+
+    def attach(self, server: str, requests: ty.Any) -> list[PciDevice]:
+        """Hot-plug the devices ``requests`` ask for into a running server.
+
+        :raises: ServerNotFound; ServerOperationFailed after rolling back the
+            extra claim and vGPUs (the server keeps what it had).
+        """
+        found = self.get_server(server)
+        undo = _Undo()
+        step = "claiming devices"
+        try:
+            added = self.tracker.claim_more(found.uuid, requests, found.numa_node)
+            undo.push("freed the new claim", lambda: self.tracker.free_devices(found.uuid, added))
+            step = "creating vGPUs"
+            self._prepare_all(added, undo)
+            step = "attaching devices"
+            self.driver.attach_devices(found.uuid, added)
+            step = "recording the allocation"
+            self.tracker.allocate(found.uuid)
+        except Exception as exc:
+            undo.run()
+            raise ServerOperationFailed(operation="Attach", server=found.name, step=step,
+                                        reason=_reason(exc), undone=undo.summary()) from exc
+        return list(added)
+
+    def detach(self, server: str, device: str) -> PciDevice:
+        """Unplug one device (mdev UUID or PCI address) and free it.
+
+        :raises: ServerNotFound, NoSuchAttachedDevice; ServerOperationFailed
+            (the device then stays attached and recorded).
+        """
+        found = self.get_server(server)
+        matches = [d for d in found.devices if device in (d.mdev_uuid, d.address)]
+        if not matches:
+            raise NoSuchAttachedDevice(device=device, server=found.name,
+                                       attached=", ".join(map(device_name, found.devices)) or "none")
+        dev = matches[0]
+        self.tracker.check_detachable(found.uuid, [dev])
+        step = "detaching the device"
+        try:
+            self.driver.detach_devices(found.uuid, [dev])
+            step = "removing the vGPU"
+            if _is_vgpu(dev):
+                self.driver.release_vgpu(dev)
+            step = "freeing the device"
+            self.tracker.free_devices(found.uuid, [dev])
+        except Exception as exc:
+            raise ServerOperationFailed(operation="Detach", server=found.name, step=step,
+                                        reason=_reason(exc),
+                                        undone="the device stays recorded") from exc
+        return dev
+
+    def list_servers(self) -> list[Server]:
+        """Every server the database or the hypervisor knows, by name."""
+        guests = {g.uuid: g for g in self.driver.list_guests()}
+        servers = [self._server(r, guests.get(r.uuid)) for r in self.tracker.instances()]
+        return sorted(servers, key=lambda s: (s.name, s.uuid))
+
+    def get_server(self, server: str) -> Server:
+        """Find a server by UUID or name.
+
+        :raises: ServerNotFound listing the known names.
+        """
+        records = self.tracker.instances()
+        for record in records:
+            if server in (record.uuid, record.name):
+                guests = {g.uuid: g for g in self.driver.list_guests()}
+                return self._server(record, guests.get(record.uuid))
+        raise ServerNotFound(server=server, host=self.tracker.hostname,
+                             known=", ".join(sorted(r.name for r in records)) or "none")
+
+    def _server(self, record: InstanceRecord,
+                guest: virt_driver.GuestInfo | None) -> Server:
+        devices = tuple(self.tracker.devices_of(record.uuid))
+        node = record.numa_node if record.numa_node is not None else _majority_node(devices)
+        return Server(uuid=record.uuid, name=record.name, numa_node=node, devices=devices,
+                      running=None if guest is None else guest.running)
+
+    # --- reconciliation --------------------------------------------------
+    def reconcile(self, apply: bool = False) -> list[Finding]:
+        """Compare database, hypervisor vGPUs and guests; fix with ``apply``.
+
+        * leaked claim: the database holds devices for an instance the
+          hypervisor has no guest for -> free them (and their vGPUs);
+        * orphan vGPU: a vGPU exists that no claimed/allocated device owns
+          -> remove it;
+        * missing vGPU: an allocated vGPU whose mdev is gone -> re-create it
+          with its recorded UUID.
+        """
+        guests = {g.uuid: g for g in self.driver.list_guests()}
+        findings = self._leaked_claims(guests, apply)
+        findings += self._orphan_vgpus(guests, apply)
+        findings += self._missing_vgpus(guests, apply)
+        return findings
+
+    def _leaked_claims(self, guests: dict[str, virt_driver.GuestInfo],
+                       apply: bool) -> list[Finding]:
+        findings = []
+        for record in self.tracker.instances():
+            if record.uuid in guests:
+                continue
+            devices = self.tracker.devices_of(record.uuid)
+            finding = Finding(
+                kind="leaked-claim", subject=record.uuid,
+                detail="server %s holds %d device(s) (%s) but the hypervisor has no such "
+                       "guest" % (record.name, len(devices), record.status))
+            if apply:
+                self._fix(finding, lambda r=record, d=devices: self._free_leak(r.uuid, d))
+            findings.append(finding)
+        return findings
+
+    def _free_leak(self, uuid: str, devices: ty.Sequence[PciDevice]) -> None:
+        for dev in devices:
+            if _is_vgpu(dev):
+                self.driver.release_vgpu(dev)
+        self.tracker.free(uuid)
+
+    def _orphan_vgpus(self, guests: dict[str, virt_driver.GuestInfo],
+                      apply: bool) -> list[Finding]:
+        owned = {attr(d, "mdev_uuid") for r in self.tracker.instances()
+                 for d in self.tracker.devices_of(r.uuid)}
+        in_guests = {u for g in guests.values() for u in g.mdev_uuids}
+        findings = []
+        for vgpu in self.driver.list_vgpus():
+            if not vgpu.mdev_uuid or vgpu.mdev_uuid in owned or vgpu.mdev_uuid in in_guests:
+                continue
+            finding = Finding(
+                kind="orphan-vgpu", subject=vgpu.mdev_uuid,
+                detail="vGPU of type %s on GPU %s is held by no server and attached to no "
+                       "guest" % (vgpu.vgpu_type, vgpu.parent_addr))
+            if apply:
+                self._fix(finding, lambda v=vgpu: self.driver.release_vgpu(_vgpu_device(v)))
+            findings.append(finding)
+        return findings
+
+    def _missing_vgpus(self, guests: dict[str, virt_driver.GuestInfo],
+                       apply: bool) -> list[Finding]:
+        present = {v.mdev_uuid for v in self.driver.list_vgpus()}
+        findings = []
+        for record in self.tracker.instances():
+            if record.uuid not in guests:
+                continue  # reported as a leaked claim
+            for dev in self.tracker.devices_of(record.uuid):
+                uuid = attr(dev, "mdev_uuid")
+                if not uuid or uuid in present:
+                    continue
+                finding = Finding(
+                    kind="missing-vgpu", subject=uuid,
+                    detail="server %s owns vGPU %s (type %s on GPU %s) but the host lacks "
+                           "it" % (record.name, uuid, dev.vgpu_type, dev.parent_addr))
+                if apply:
+                    self._fix(finding, lambda d=dev: self.driver.prepare_vgpu(d))
+                findings.append(finding)
+        return findings
+
+    @staticmethod
+    def _fix(finding: Finding, action: ty.Callable[[], None]) -> None:
+        """Apply one fix; a failure is written into the finding, not raised.
+
+        One stubborn vGPU must not stop the other repairs.
+        """
+        try:
+            action()
+            finding.fixed = True
+        except Exception as exc:  # noqa: BLE001 - reported in the finding
+            finding.detail += "; fix failed: %s" % _reason(exc)
+
+
+def _vgpu_device(vgpu: virt_driver.VgpuInfo) -> PciDevice:
+    """A device record for a vGPU the database does not hold (to remove it)."""
+    from pci_vgpu.objects import pci_device
+    dev = pci_device.PciDevice(
+        address=None, parent_addr=vgpu.parent_addr, mdev_uuid=vgpu.mdev_uuid,
+        dev_type="mdev", extra_info={"mdev_type": vgpu.vgpu_type,
+                                     "vgpu_backend": vgpu.backend})
+    return dev
+
+
+def _majority_node(devices: ty.Sequence[PciDevice]) -> int | None:
+    """The NUMA node most of ``devices`` sit on: where the guest should run."""
+    nodes = [d.numa_node for d in devices if attr(d, "numa_node") is not None]
+    if not nodes:
+        return None
+    return collections.Counter(nodes).most_common(1)[0][0]
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, exception.PciVgpuException):
+        return exc.format_message()
+    return "%s: %s" % (type(exc).__name__, exc)
