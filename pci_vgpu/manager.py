@@ -81,6 +81,9 @@ class PciDevTracker:
         self.dev_filter = dev_filter
         self.node_id = self._get_or_create_node()
         self._state: tracker_state.NodeState | None = None
+        #: Other workers wrote lately: lock before writing (saves the
+        #: attempt that would fail its compare-and-swap).
+        self._contended = False
 
     def _get_or_create_node(self) -> int:
         for _ in range(2):
@@ -155,13 +158,13 @@ class PciDevTracker:
         First optimistically on the cached state; after a conflict, again
         with the node locked and reloaded (see ``pci_vgpu.db.api``).
         """
-        locked = self._state is None
+        locked = self._state is None or self._contended
         for _attempt in range(MAX_ATTEMPTS):
             try:
                 return self._write_once(change, locked)
             except db_exc.ConcurrentUpdateDetected:
                 self._state = None
-                locked = True
+                self._contended = locked = True
         LOG.warning("Giving up %(op)s on %(node)s after %(n)d attempts",
                     {"op": operation, "node": self.hostname, "n": MAX_ATTEMPTS})
         raise db_exc.TooManyConcurrentUpdates(
@@ -192,7 +195,10 @@ class PciDevTracker:
     def _locked_state(self, session: orm.Session) -> tracker_state.NodeState:
         """Lock the node, then reuse the cache if current, else reload."""
         generation = db_api.lock_node(session, self.node_id)
-        if self._state is None or self._state.generation != generation:
+        # Nobody wrote since our last write: go back to optimistic writes.
+        self._contended = (self._state is None
+                           or self._state.generation != generation)
+        if self._contended:
             self._state = tracker_state.NodeState.from_rows(
                 generation, db_api.get_devices(session, self.node_id),
                 db_api.get_instances(session, self.node_id), self._stats_args)

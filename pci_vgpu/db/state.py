@@ -88,6 +88,9 @@ class NodeState:
         for dev in devices:
             self.stats.add_device(dev)
         self._new: list[PciDevice] = []
+        #: Devices the state machine may have changed since the last flush
+        #: (by id()); None means "any" (after an inventory report).
+        self._touched: dict[int, PciDevice] | None = {}
         self._gone: list[PciDevice] = []
         self._flags: dict[str, bool] = {}
 
@@ -109,6 +112,7 @@ class NodeState:
 
     def apply_report(self, reported: dict[str, dict[str, ty.Any]]) -> None:
         """Add, update and remove devices to match the hypervisor's report."""
+        self._touched = None
         for key in [k for k in self.devices if k not in reported]:
             self._vanish(key)
         for key, dev_dict in reported.items():
@@ -192,6 +196,7 @@ class NodeState:
                 self._insert(dev)
                 device_tree.build_device_tree(self.devices.values())
             dev.claim(record.uuid)
+            self._touch(dev)
         self._resync_stats()
         self.instances[record.uuid] = record
         return list(chosen)
@@ -206,6 +211,7 @@ class NodeState:
         for dev in devices:
             if dev.status == Status.CLAIMED:
                 dev.allocate(instance_uuid)
+                self._touch(dev)
         self._resync_stats()
         record.status = records.ALLOCATED
         return devices
@@ -214,6 +220,7 @@ class NodeState:
         """Free the instance's devices; returns every device made available."""
         freed: list[PciDevice] = []
         for dev in self.devices_of(instance_uuid):
+            self._touch(dev)
             freed.extend(dev.free())
         for dev in [d for d in freed if d.is_mdev]:
             self._drop(records.device_key(dev))
@@ -223,9 +230,23 @@ class NodeState:
         del self.instances[instance_uuid]
         return freed
 
+    def _touch(self, dev: PciDevice) -> None:
+        """Note ``dev`` and the relatives its transition may change."""
+        if self._touched is None:
+            return
+        for each in [dev] + device_tree.ancestors(dev) + \
+                device_tree.descendants(dev):
+            self._touched[id(each)] = each
+
+    def _candidates(self) -> list[PciDevice]:
+        """Live devices that may have unsaved changes."""
+        if self._touched is None:
+            return list(self.devices.values())
+        return [d for d in self._touched.values() if d.status != Status.DELETED]
+
     def _resync_stats(self) -> None:
         """Tell the pools about every status the state machine changed."""
-        for dev in self.devices.values():
+        for dev in self._candidates():
             if "status" in dev.obj_what_changed():
                 self.stats.update_device(dev)
 
@@ -242,7 +263,8 @@ class NodeState:
             dev.id = db_api.insert_device(session, node_id,
                                           records.row_values(dev))
             wrote = True
-        for key, dev in self.devices.items():
+        for dev in self._candidates():
+            key = records.device_key(dev)
             changed = dev.obj_what_changed() - {"id"}
             if not changed or _contains(self._new, dev):
                 continue
@@ -254,7 +276,8 @@ class NodeState:
         for key, flag in self._flags.items():
             db_api.update_device(session, node_id, key, {"pending_removal": flag})
             wrote = True
-        for dev in self.devices.values():
+        for dev in self._candidates():
             dev.obj_reset_changes()
         self._new, self._gone, self._flags = [], [], {}
+        self._touched = {}
         return wrote
