@@ -66,7 +66,10 @@ class HostInventory(base.Lister):
 
 
 class HostReconcile(base.Lister):
-    """Compare database, hypervisor vGPUs and guests; fix with --apply."""
+    """Compare database, hypervisor vGPUs and guests; fix with --apply.
+
+    Exits 1 while a finding remains unfixed, so a cron job can alert on it.
+    """
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         parser = super().get_parser(prog_name)
@@ -79,5 +82,11 @@ class HostReconcile(base.Lister):
     def take_action_checked(self, parsed_args: argparse.Namespace) -> tuple[ty.Any, ...]:
         service = wiring.service(self.driver(parsed_args))
         findings = service.reconcile(apply=parsed_args.apply)
+        self.unfixed = sum(1 for f in findings if not f.fixed)
         rows = [(f.kind, f.subject, f.detail, f.fixed) for f in findings]
         return ("kind", "subject", "detail", "fixed"), rows
+
+    def run(self, parsed_args: argparse.Namespace) -> int:
+        self.unfixed = 0
+        result = int(super().run(parsed_args))
+        return result if result or not self.unfixed else 1
