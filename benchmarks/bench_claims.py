@@ -3,9 +3,15 @@
 One "claim" here is the whole round trip of a guest's vGPU: claim ->
 allocate -> free through ``pci_vgpu.manager.PciDevTracker``, three committed
 transactions.  Every worker is a separate process with its own tracker and
-connection, all on ONE shared compute node (the hard case: every write of
-every worker goes through the same generation row).  The host has 4 T4 GPUs
-with 16 vGPUs each, so claims do not run out of capacity.
+connection.  Two layouts of N workers:
+
+* ``hosts``: each worker tracks its own compute node, all nodes in one
+  database (compute hosts sharing a database: the deployment);
+* ``shared``: all workers track ONE node (the contended case: every write
+  of every worker serialises on the same generation row and reloads what
+  the others wrote).
+
+Each node has 4 T4 GPUs with 16 vGPUs each, so claims never run out.
 
 Databases: SQLite in a temporary file; MariaDB and PostgreSQL on 127.0.0.1
 with the opportunistic ``openstack_citest`` account (override with
@@ -20,6 +26,8 @@ Usage::
 The last line is machine-readable::
 
     CLAIMS_PER_S sqlite_1=<n> sqlite_8=<n> mysql_8=<n> postgresql_8=<n>
+
+with the ``hosts`` layout (for 1 worker both layouts are the same).
 """
 
 from __future__ import annotations
@@ -107,18 +115,20 @@ class _Scratch:
         self._drop()
 
 
-def _prepare(url: str) -> None:
+def _prepare(url: str, hosts: list[str]) -> None:
     db = db_api.Database(url)
     db.sync()
-    tracker = manager.PciDevTracker(db, HOST)
-    tracker.update_devices_from_hypervisor_resources(
-        json.dumps([_gpu(i) for i in range(4)]))
+    for host in hosts:
+        tracker = manager.PciDevTracker(db, host)
+        tracker.update_devices_from_hypervisor_resources(
+            json.dumps([_gpu(i) for i in range(4)]))
     db.dispose()
 
 
-def _worker(url: str, seconds: float, start: ty.Any, out: ty.Any) -> None:
+def _worker(url: str, host: str, seconds: float, start: ty.Any,
+            out: ty.Any) -> None:
     db = db_api.Database(url)
-    tracker = manager.PciDevTracker(db, HOST)
+    tracker = manager.PciDevTracker(db, host)
     tracker.refresh()
     start.wait()
     done, deadline = 0, time.monotonic() + seconds
@@ -132,11 +142,11 @@ def _worker(url: str, seconds: float, start: ty.Any, out: ty.Any) -> None:
     db.dispose()
 
 
-def measure(url: str, workers: int, seconds: float) -> float:
-    """Round trips per second of ``workers`` processes on one shared node."""
+def measure(url: str, hosts: list[str], seconds: float) -> float:
+    """Round trips per second, one worker process per entry of ``hosts``."""
     start, out = _CTX.Event(), _CTX.Queue()
-    procs = [_CTX.Process(target=_worker, args=(url, seconds, start, out))
-             for _ in range(workers)]
+    procs = [_CTX.Process(target=_worker, args=(url, host, seconds, start, out))
+             for host in hosts]
     for proc in procs:
         proc.start()
     time.sleep(0.5)  # let every worker connect and load the node
@@ -156,36 +166,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 8])
     args = parser.parse_args(argv)
-    results: dict[str, float | None] = {}
+    results: dict[tuple[str, int, str], float | None] = {}
     with tempfile.TemporaryDirectory() as tmp_dir:
         for backend in BACKENDS:
             for workers in args.workers:
-                scratch = _Scratch(backend, tmp_dir)
-                name = "%s_%d" % (backend, workers)
-                if scratch.url is None:
-                    results[name] = None
-                    continue
-                try:
-                    _prepare(scratch.url)
-                    results[name] = measure(scratch.url, workers, args.seconds)
-                finally:
-                    scratch.drop()
+                for layout in (("hosts", "shared") if workers > 1 else ("hosts",)):
+                    hosts = (["%s-%d" % (HOST, i) for i in range(workers)]
+                             if layout == "hosts" else [HOST] * workers)
+                    results[(backend, workers, layout)] = _run_cell(
+                        backend, tmp_dir, hosts, args.seconds)
     _print_table(results, args.seconds)
     return 0
 
 
-def _print_table(results: dict[str, float | None], seconds: float) -> None:
-    print("claim+allocate+free round trips per second, one shared node, "
-          "%.0f s per cell" % seconds)
-    print("%-12s %8s %14s" % ("database", "workers", "round trips/s"))
-    for name, rate in results.items():
-        backend, workers = name.rsplit("_", 1)
-        print("%-12s %8s %14s" % (backend, workers,
+def _run_cell(backend: str, tmp_dir: str, hosts: list[str],
+              seconds: float) -> float | None:
+    scratch = _Scratch(backend, tmp_dir)
+    if scratch.url is None:
+        return None
+    try:
+        _prepare(scratch.url, sorted(set(hosts)))
+        return measure(scratch.url, hosts, seconds)
+    finally:
+        scratch.drop()
+
+
+def _print_table(results: dict[tuple[str, int, str], float | None],
+                 seconds: float) -> None:
+    print("claim+allocate+free round trips per second, %.0f s per cell"
+          % seconds)
+    print("%-12s %8s %-8s %14s" % ("database", "workers", "nodes",
+                                   "round trips/s"))
+    for (backend, workers, layout), rate in results.items():
+        nodes = "1" if layout == "shared" else str(workers)
+        print("%-12s %8d %-8s %14s" % (backend, workers, nodes,
+                                       "n/a" if rate is None else "%.0f" % rate))
+    wanted = (("sqlite", 1), ("sqlite", 8), ("mysql", 8), ("postgresql", 8))
+    line = []
+    for backend, workers in wanted:
+        rate = results.get((backend, workers, "hosts"))
+        line.append("%s_%d=%s" % (backend, workers,
                                   "n/a" if rate is None else "%.0f" % rate))
-    wanted = ("sqlite_1", "sqlite_8", "mysql_8", "postgresql_8")
-    print("CLAIMS_PER_S " + " ".join(
-        "%s=%s" % (k, "n/a" if results.get(k) is None else "%.0f" % results[k])
-        for k in wanted))
+    print("CLAIMS_PER_S " + " ".join(line))
 
 
 if __name__ == "__main__":
