@@ -1,0 +1,71 @@
+"""``pci-vgpu`` as a user runs it: a separate process, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import typing as ty
+
+import pytest
+
+from pci_vgpu.virt.libvirt import driver as libvirt_driver
+
+SCRIPT = pathlib.Path(sys.executable).parent / "pci-vgpu"
+
+
+def pci_vgpu(tmp_path: pathlib.Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run the console script (or the module) with a private state dir."""
+    command = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "pci_vgpu.cli.app"]
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), HOME=str(tmp_path))
+    return subprocess.run(command + list(argv), capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+
+
+def test_help_lists_the_commands(tmp_path):
+    result = pci_vgpu(tmp_path, "help")
+    assert result.returncode == 0
+    for name in ("host inventory", "pool list", "config check", "flavor explain",
+                 "server create", "host reconcile", "demo"):
+        assert name in result.stdout
+
+
+def test_inventory_json_with_no_config_file(tmp_path):
+    uri = libvirt_driver.host_uri("two-socket-t4-v100")
+    result = pci_vgpu(tmp_path, "host", "inventory", "-f", "json", "--connection", uri)
+    assert result.returncode == 0, result.stderr
+    devices = json.loads(result.stdout)
+    assert [d["address"] for d in devices] == ["0000:05:00.0", "0000:06:00.0", "0000:41:00.0"]
+    assert (tmp_path / "state" / "pci-vgpu" / "pci_vgpu.sqlite").exists()
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--config-file", "/no/such.conf", "pool", "list"], "/no/such.conf"),
+    (["server", "create", "vm1", "--flavor", "pci_passthrough:alias=nope:1"], "nope"),
+    (["host", "inventory", "--connection", "test:///no/such/host.xml"], "/no/such/host.xml"),
+])
+def test_errors_are_one_line_without_traceback(tmp_path, argv, words):
+    result = pci_vgpu(tmp_path, *argv)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(lines) == 1 and words in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = pci_vgpu(tmp_path, "--debug", "--config-file", "/no/such.conf", "pool", "list")
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    result = pci_vgpu(tmp_path, "demo")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    out = result.stdout
+    assert "pools restored on libvirt: yes" in out
+    assert "pools restored on xenserver: yes" in out
+    assert "NUMA affinity policy" in out
+    assert not (tmp_path / "state").exists() or not any((tmp_path / "state").iterdir())
