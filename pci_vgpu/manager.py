@@ -161,7 +161,7 @@ class PciDevTracker:
         locked = self._state is None or self._contended
         for _attempt in range(MAX_ATTEMPTS):
             try:
-                return self._write_once(change, locked)
+                return ty.cast(_Result, self._write_once(change, locked))
             except db_exc.ConcurrentUpdateDetected:
                 self._state = None
                 self._contended = locked = True
@@ -170,7 +170,7 @@ class PciDevTracker:
         raise db_exc.TooManyConcurrentUpdates(
             operation=operation, node=self.hostname, attempts=MAX_ATTEMPTS)
 
-    @oslo_db_api.wrap_db_retry(max_retries=5, retry_on_deadlock=True,
+    @oslo_db_api.wrap_db_retry(max_retries=5, retry_on_deadlock=True,  # type: ignore[untyped-decorator]
                                retry_interval=0.01, max_retry_interval=0.2)
     def _write_once(self, change: ty.Callable[
             [orm.Session, tracker_state.NodeState], _Result],
@@ -202,6 +202,7 @@ class PciDevTracker:
             self._state = tracker_state.NodeState.from_rows(
                 generation, db_api.get_devices(session, self.node_id),
                 db_api.get_instances(session, self.node_id), self._stats_args)
+        assert self._state is not None
         return self._state
 
     def update_devices_from_hypervisor_resources(self, devices_json: str) -> None:
@@ -251,7 +252,7 @@ class PciDevTracker:
             requests (nothing is written); InstanceAlreadyTracked;
             InvalidPciRequest; TooManyConcurrentUpdates.
         """
-        requests = list(getattr(pci_requests, "requests", pci_requests))
+        requests = _request_list(pci_requests)
         record = InstanceRecord(
             uuid=instance_uuid, name=instance_name, status=records.CLAIMED,
             requests=requests,
@@ -323,8 +324,15 @@ class PciDevTracker:
                          numa_cells: ty.Sequence[int] | None = None) -> bool:
         """Whether the node could satisfy the requests now (no claim made)."""
         self.refresh()
-        requests = list(getattr(pci_requests, "requests", pci_requests))
+        requests = _request_list(pci_requests)
         cells = tracker_state.cells_arg(numa_cells)
         return bool(self._current().stats.support_requests(
             requests, numa_cells=cells))
 
+
+def _request_list(pci_requests: _Requests
+                  ) -> list[instance_pci_requests.InstancePCIRequest]:
+    """Accept an ``InstancePCIRequests`` or a plain list of requests."""
+    if isinstance(pci_requests, instance_pci_requests.InstancePCIRequests):
+        return list(pci_requests.requests)
+    return list(pci_requests)

@@ -179,9 +179,14 @@ def _keep_open(engine: sa.Engine) -> ty.Any:
 
 # --- compute nodes -----------------------------------------------------------
 
-_NODES = models.ComputeNode.__table__
-_DEVICES = models.PciDevice.__table__
-_INSTANCES = models.Instance.__table__
+_NODES = ty.cast(sa.Table, models.ComputeNode.__table__)
+_DEVICES = ty.cast(sa.Table, models.PciDevice.__table__)
+_INSTANCES = ty.cast(sa.Table, models.Instance.__table__)
+
+
+def _write(session: orm.Session, statement: sa.Executable) -> sa.CursorResult[ty.Any]:
+    """Execute an INSERT/UPDATE/DELETE (typed for rowcount and keys)."""
+    return ty.cast(sa.CursorResult[ty.Any], session.execute(statement))
 
 
 def get_or_create_compute_node(session: orm.Session, hostname: str) -> tuple[int, int]:
@@ -192,10 +197,10 @@ def get_or_create_compute_node(session: orm.Session, hostname: str) -> tuple[int
             _NODES.c.deleted == 0)).first()
     if row is not None:
         return row.id, row.generation
-    result = session.execute(sa.insert(_NODES).values(
+    result = _write(session, sa.insert(_NODES).values(
         hypervisor_hostname=hostname, generation=0, deleted=0,
         created_at=sa.func.now()))
-    return result.inserted_primary_key[0], 0
+    return int(ty.cast(tuple[int], result.inserted_primary_key)[0]), 0
 
 
 def get_generation(session: orm.Session, node_id: int) -> int:
@@ -233,7 +238,8 @@ def bump_generation(session: orm.Session, node_id: int, seen: int) -> int:
     """
     # UPDATE compute_nodes SET generation=generation+1
     #  WHERE id=:id AND generation=:seen AND deleted=0
-    result = session.execute(
+    result = _write(
+        session,
         sa.update(_NODES)
         .where(_NODES.c.id == node_id, _NODES.c.generation == seen,
                _NODES.c.deleted == 0)
@@ -258,8 +264,8 @@ def insert_device(session: orm.Session, node_id: int,
     """Insert a live device row; returns its id."""
     row = dict(values, compute_node_id=node_id, deleted=0,
                created_at=sa.func.now())
-    result = session.execute(sa.insert(_DEVICES).values(**row))
-    return int(result.inserted_primary_key[0])
+    result = _write(session, sa.insert(_DEVICES).values(**row))
+    return int(ty.cast(tuple[int], result.inserted_primary_key)[0])
 
 
 def update_device(session: orm.Session, node_id: int, device_key: str,
@@ -269,7 +275,8 @@ def update_device(session: orm.Session, node_id: int, device_key: str,
     :raises: DatabaseError if no such live row exists (the caller's view
         of the node is wrong; the transaction must not commit).
     """
-    result = session.execute(
+    result = _write(
+        session,
         sa.update(_DEVICES)
         .where(_DEVICES.c.compute_node_id == node_id,
                _DEVICES.c.device_key == device_key, _DEVICES.c.deleted == 0)

@@ -235,3 +235,13 @@ def test_default_connection_is_sqlite_in_state_dir(tmp_path: ty.Any) -> None:
     db.sync()
     assert (tmp_path / "state" / "pci_vgpu.sqlite").exists()
 
+
+
+def test_claim_accepts_instance_pci_requests(sqlite_db: db_api.Database) -> None:
+    from pci_vgpu.objects import instance_pci_requests as ipr
+    tracker = _loaded(sqlite_db)
+    requests = ipr.InstancePCIRequests(instance_uuid=INSTANCE_A,
+                                       requests=[inv.vgpu_request("nvidia-223")])
+    [dev] = tracker.claim_instance(INSTANCE_A, requests, numa_cells=[1])
+    assert dev.vgpu_type == "nvidia-223"
+    assert tracker.instances()[0].numa_cells == [1]
