@@ -1,0 +1,79 @@
+"""The Nova 34.0.0 patch series is well-formed (no Nova needed).
+
+tools/check-nova-series does the real verification (apply, git am, Nova's
+tests); these checks are the cheap ones every test run can afford: the series
+file and the directory agree, each patch is a git format-patch mail with a
+Nova-style summary, and the series introduces exactly one migration after
+upstream's head.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import pytest
+
+SERIES_DIR = pathlib.Path(__file__).resolve().parents[2] / "patches" / "nova-34.0.0"
+UPSTREAM_HEAD = "ab450ba04102"
+
+
+def _series() -> list[str]:
+    lines = (SERIES_DIR / "series").read_text().splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+
+
+def _patch(name: str) -> str:
+    return (SERIES_DIR / name).read_text()
+
+
+def test_series_lists_every_patch_file_in_order() -> None:
+    on_disk = sorted(p.name for p in SERIES_DIR.glob("*.patch"))
+    assert _series() == on_disk
+    assert on_disk, "the series is empty"
+
+
+def test_patches_are_numbered_consecutively() -> None:
+    numbers = [int(name.split("-", 1)[0]) for name in _series()]
+    assert numbers == list(range(1, len(numbers) + 1))
+
+
+@pytest.mark.parametrize("name", _series())
+def test_patch_is_a_format_patch_mail_with_nova_style_summary(name: str) -> None:
+    text = _patch(name)
+    assert text.startswith("From 0000000000000000000000000000000000000000 ")
+    subject = re.search(r"^Subject: \[PATCH \d+/\d+\] (.+)$", text, re.M)
+    assert subject, "no Subject line in %s" % name
+    summary = subject.group(1)
+    # Nova's style: "area: what it does", short enough for a one-line log.
+    assert re.match(r"^[a-z][a-z0-9_/.]*: \S", summary), summary
+    assert len(summary) <= 72, summary
+    body = text.split("\n\n", 1)[1].split("\n---\n", 1)[0]
+    assert len(body.strip()) > 80, "%s has no commit message body" % name
+    assert "\ndiff --git a/" in text
+
+
+def test_series_adds_one_migration_after_upstream_head() -> None:
+    migrations = []
+    for name in _series():
+        migrations += re.findall(
+            r"^\+\+\+ b/(nova/db/main/migrations/versions/\S+\.py)$", _patch(name), re.M)
+    assert len(migrations) == 1, migrations
+    text = "".join(_patch(n) for n in _series())
+    assert re.search(r"^\+down_revision = '%s'$" % UPSTREAM_HEAD, text, re.M)
+    revision = re.search(r"^\+revision = '([0-9a-f]{12})'$", text, re.M)
+    assert revision, "migration has no revision id"
+    assert "_check_%s" % revision.group(1) in text
+
+
+def test_object_version_bump_updates_the_hash_table() -> None:
+    text = "".join(_patch(n) for n in _series())
+    assert re.search(r"^\+    VERSION = '1\.8'$", text, re.M)
+    assert re.search(r"^\+    'PciDevice': '1\.8-[0-9a-f]{32}',$", text, re.M)
+
+
+def test_cover_letter_says_what_the_series_does_not_cover() -> None:
+    cover = (SERIES_DIR / "README.rst").read_text()
+    assert "XenAPI" in cover
+    assert "report_in_placement" in cover
+    assert "tools/check-nova-series" in cover
