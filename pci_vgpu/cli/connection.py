@@ -89,11 +89,21 @@ def _current_uri(conn: Connection, conf: cfg.ConfigOpts) -> str:
 
 
 def _instantiate(plugin: type[virt_driver.VirtDriver], conf: cfg.ConfigOpts) -> virt_driver.VirtDriver:
-    """Build a driver, passing ``conf`` if its constructor takes one."""
+    """Build a driver with ``conf`` and the ``[pci] device_spec`` filter.
+
+    The filter makes the driver report only assignable devices, with the
+    vGPU types each spec offers (the driver contract); it is passed only to
+    constructors that take it.
+    """
+    from pci_vgpu import devspec
+
     params = inspect.signature(plugin).parameters
+    kwargs: dict[str, ty.Any] = {}
     if "conf" in params:
-        return plugin(conf=conf)  # type: ignore[call-arg]
-    return plugin()
+        kwargs["conf"] = conf
+    if "dev_filter" in params:
+        kwargs["dev_filter"] = devspec.Whitelist(conf.pci.device_spec)
+    return plugin(**kwargs)
 
 
 def load(conn: Connection, conf: cfg.ConfigOpts) -> virt_driver.VirtDriver:
@@ -108,6 +118,8 @@ def load(conn: Connection, conf: cfg.ConfigOpts) -> virt_driver.VirtDriver:
     try:
         manager = sd_driver.DriverManager(NAMESPACE, conn.driver, invoke_on_load=False)
         drv = _instantiate(manager.driver, conf)
+    except exception.PciVgpuException:
+        raise
     except (sd_exc.NoMatches, ImportError, AttributeError) as exc:
         raise DriverLoadFailed(name=conn.driver, namespace=NAMESPACE,
                                reason=str(exc) or type(exc).__name__) from exc
