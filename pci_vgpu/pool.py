@@ -31,6 +31,27 @@ VGPU_TAGS = ("vgpu_type", "vgpu_names", "vgpu_max", "vgpu_existing",
              "vgpu_in_use", "vgpu_sharing", "vgpu_whole", "vgpu_backend")
 #: Tag of a vGPU-capable GPU's whole-device pool: the GPU it is.
 GPU_TAG = "vgpu_gpu"
+#: Tag of a GPU's pools when the GPU has a parent (an SR-IOV VF GPU).
+PARENT_TAG = "vgpu_parent"
+#: Tag of vGPU pools: the host's placement policy, so that the scheduler
+#: orders candidates (and so locks types) as the host will.
+POLICY_TAG = "vgpu_placement"
+
+
+@dataclasses.dataclass
+class Family:
+    """Scheduler side: parents and children taken within this view.
+
+    The compute side derives parent/child exclusivity from device statuses;
+    without devices, the scheduler records what it took so that a PF (or a
+    GPU) and its VFs are not both handed out by the same ``apply``.
+    """
+
+    parents_taken: set[str] = dataclasses.field(default_factory=set)
+    children_taken: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def copy(self) -> Family:
+        return Family(set(self.parents_taken), dict(self.children_taken))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,10 +86,24 @@ class Pool:
 
     is_vgpu = False
 
-    def __init__(self, key: PoolKey) -> None:
+    def __init__(self, key: PoolKey, parent: str | None = None) -> None:
         self.key = key
         #: lower-cased key view, computed once (hot path of spec matching).
         self.view = key.match_view()
+        #: Address whose use as a whole blocks this pool (PF of VFs).
+        self.parent = parent
+        #: Address this pool's device *is*, blocked when a child is taken.
+        self.own: str | None = None
+        #: Scheduler side only: what this view took (None: compute side).
+        self.family: Family | None = None
+
+    def blocked(self) -> bool:
+        """Scheduler side: a relative was taken by this view."""
+        fam = self.family
+        return fam is not None and (
+            (self.parent is not None and self.parent in fam.parents_taken)
+            or (self.own is not None
+                and fam.children_taken.get(self.own, 0) > 0))
 
     def count(self) -> int:
         raise NotImplementedError
@@ -86,8 +121,11 @@ class DevicePool(Pool):
     """Whole devices (plain PCI, PF, VF, or a vGPU-capable GPU itself)."""
 
     def __init__(self, key: PoolKey, gpu: capacity.GpuState | None = None,
-                 stored: int | None = None) -> None:
-        super().__init__(key)
+                 stored: int | None = None, parent: str | None = None
+                 ) -> None:
+        is_vf = key.dev_type == "type-VF" and gpu is None
+        super().__init__(key, key.address if is_vf else parent)
+        self.own = None if is_vf else key.address
         #: The GPU this pool *is*, for a vGPU-capable GPU's own pool.
         self.gpu = gpu
         #: Scheduler side only: the serialized count of a plain pool.
@@ -98,6 +136,8 @@ class DevicePool(Pool):
         self.free: dict[str, ty.Any] = {}
 
     def count(self) -> int:
+        if self.family is not None and self.blocked():
+            return 0
         if self.stored is not None:
             return self.stored
         if self.gpu is not None and not self.members:
@@ -111,8 +151,9 @@ class VgpuPool(Pool):
     is_vgpu = True
 
     def __init__(self, key: PoolKey, gpu: capacity.GpuState,
-                 names: ty.Iterable[str], backend: str) -> None:
-        super().__init__(key)
+                 names: ty.Iterable[str], backend: str,
+                 parent: str | None = None) -> None:
+        super().__init__(key, parent)
         self.gpu = gpu
         self.vgpu_type: str = key.vgpu_type or ""
         #: Every way a request may name the type (id, name, identifier).
@@ -120,6 +161,8 @@ class VgpuPool(Pool):
         self.backend = backend
 
     def count(self) -> int:
+        if self.family is not None and self.blocked():
+            return 0
         return capacity.free_instances(self.gpu, self.vgpu_type)
 
     def reason_empty(self) -> str:
@@ -140,8 +183,12 @@ def to_dict(pool: Pool) -> dict[str, ty.Any]:
             "vgpu_in_use": str(gpu.in_use.get(vtype, 0)),
             "vgpu_sharing": gpu.sharing, "vgpu_whole": gpu.whole,
             "vgpu_backend": pool.backend})
+        if pool.parent:
+            result[PARENT_TAG] = pool.parent
     elif isinstance(pool, DevicePool) and pool.gpu is not None:
         result[GPU_TAG] = pool.gpu.address
+        if pool.parent:
+            result[PARENT_TAG] = pool.parent
     result["count"] = pool.count()
     return result
 
@@ -161,7 +208,8 @@ def _int_tag(pool: dict[str, ty.Any], tag: str) -> int:
 
 def key_from_dict(pool: dict[str, ty.Any]) -> PoolKey:
     """The :class:`PoolKey` of a flat pool dict (tags = unknown keys)."""
-    skip = set(KEY_FIELDS) | set(VGPU_TAGS) | {GPU_TAG, "count", "devices"}
+    skip = set(KEY_FIELDS) | set(VGPU_TAGS) | {
+        GPU_TAG, PARENT_TAG, POLICY_TAG, "count", "devices"}
     tags = tuple(sorted((k, v) for k, v in pool.items() if k not in skip))
     return PoolKey(str(pool.get("vendor_id")), str(pool.get("product_id")),
                    pool.get("numa_node"), str(pool.get("dev_type")),
@@ -210,9 +258,11 @@ def pools_from_dicts(dicts: list[dict[str, ty.Any]]) -> list[Pool]:
             names = str(d.get("vgpu_names") or "").split(",")
             result.append(VgpuPool(key, gpus[str(d["address"])],
                                    names + [key.vgpu_type or ""],
-                                   str(d.get("vgpu_backend") or "mdev")))
+                                   str(d.get("vgpu_backend") or "mdev"),
+                                   d.get(PARENT_TAG)))
         elif d.get(GPU_TAG) in gpus:
-            result.append(DevicePool(key, gpu=gpus[d[GPU_TAG]]))
+            result.append(DevicePool(key, gpu=gpus[d[GPU_TAG]],
+                                     parent=d.get(PARENT_TAG)))
         else:
             result.append(DevicePool(key, stored=_int_tag(d, "count")))
     return result

@@ -156,7 +156,9 @@ class DeviceBook:
         found = self._find_pool(key_)
         if isinstance(found, pool.DevicePool):
             return found
-        p = pool.DevicePool(key_, gpu=gpu)
+        parent = pd.attr(self.devs[gpu.address], "parent_addr") \
+            if gpu is not None else None
+        p = pool.DevicePool(key_, gpu=gpu, parent=parent)
         self._add_pool(p)
         return p
 
@@ -168,7 +170,7 @@ class DeviceBook:
             vkey = dataclasses.replace(key_, dev_type=dev_type,
                                        vgpu_type=type_id)
             vp = pool.VgpuPool(vkey, gpu, pd.type_names(type_id, entry),
-                               pd.backend(dev))
+                               pd.backend(dev), pd.attr(dev, "parent_addr"))
             self._add_pool(vp)
             pools.append(vp)
         self._vgpu_pools[gpu.address] = pools
@@ -266,6 +268,9 @@ class DeviceBook:
             return capacity.WHOLE_BLOCKED  # an NVIDIA VF used as a vGPU
         if self.is_busy(key) or parent_busy:
             return capacity.WHOLE_USED
+        gpu = self.gpus[key]
+        if self._busy_children.get(key, 0) > capacity.total_in_use(gpu):
+            return capacity.WHOLE_BLOCKED  # a VF of this GPU is in use
         if status != pd.AVAILABLE:
             # A VF that is its own vGPU cannot be used at all when its PF
             # holds it; a GPU marked by its vGPUs may still host more.

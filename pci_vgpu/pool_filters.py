@@ -79,14 +79,26 @@ class RequestView:
 
 @dataclasses.dataclass
 class Context:
-    """A request and where the guest lives."""
+    """A request and where the guest lives.
+
+    ``counts`` caches each pool's count for one run: counts cannot change
+    while filtering, and deriving them (capacity rules) is the costly part.
+    """
 
     request: RequestView
     numa_cells: list[ty.Any] | None
     numa_topology: ty.Any
+    counts: dict[int, int] = dataclasses.field(default_factory=dict)
+
+    def count(self, p: pool.Pool) -> int:
+        n = self.counts.get(id(p))
+        if n is None:
+            n = self.counts[id(p)] = p.count()
+        return n
 
 
-def effective_count(pools: ty.Iterable[pool.Pool]) -> int:
+def effective_count(pools: ty.Iterable[pool.Pool],
+                    ctx: Context | None = None) -> int:
     """Units the pools can give one request together.
 
     vGPU pools of one GPU share it: they give at most the largest of their
@@ -95,7 +107,7 @@ def effective_count(pools: ty.Iterable[pool.Pool]) -> int:
     total = 0
     best: dict[str, int] = {}
     for p in pools:
-        n = p.count()
+        n = ctx.count(p) if ctx is not None else p.count()
         if isinstance(p, pool.VgpuPool):
             if n > best.get(p.gpu.address, 0):
                 best[p.gpu.address] = n
@@ -144,12 +156,21 @@ def _type_lock(ctx: Context, p: pool.Pool) -> bool:
 
 
 def _capacity(ctx: Context, p: pool.Pool) -> bool:
-    return p.count() > 0
+    return ctx.count(p) > 0
 
 
-def _keep(pred: ty.Callable[[Context, pool.Pool], bool]
+def _keep(pred: ty.Callable[[Context, pool.Pool], bool],
+          vgpu_only: bool = False
           ) -> ty.Callable[[Context, list[pool.Pool]], list[pool.Pool]]:
+    """A pool-by-pool filter from a predicate.
+
+    ``vgpu_only`` predicates keep every whole-device pool, so they are
+    skipped for whole-device requests (those see no vGPU pool past the
+    kind filter).
+    """
     def run_pred(ctx: Context, pools: list[pool.Pool]) -> list[pool.Pool]:
+        if vgpu_only and not ctx.request.vgpu_types:
+            return pools
         return [p for p in pools if pred(ctx, p)]
     run_pred.__doc__ = pred.__doc__
     return run_pred
@@ -181,13 +202,13 @@ def _numa(ctx: Context, pools: list[pool.Pool]) -> list[pool.Pool]:
     policy, want = ctx.request.numa_policy, ctx.request.count
     cells = [_get(c, "id") for c in ctx.numa_cells]
     local = _on_nodes(pools, cells)
-    if policy == REQUIRED or effective_count(local) >= want:
+    if policy == REQUIRED or effective_count(local, ctx) >= want:
         return local
     if policy == SOCKET:
         nodes = _socket_nodes(ctx)
         return _on_nodes(pools, nodes) if nodes is not None else []
     legacy = _on_nodes(pools, cells + [None])
-    if policy == LEGACY or effective_count(legacy) >= want:
+    if policy == LEGACY or effective_count(legacy, ctx) >= want:
         return legacy
     return sorted(pools, key=lambda p: p.key.numa_node not in cells + [None])
 
@@ -199,12 +220,14 @@ PIPELINE: list[tuple[str, ty.Callable[[Context, list[pool.Pool]],
      "only vGPU pools, one without only whole devices)", _keep(_kind)),
     ("vendor_id/product_id/tags do not match the request spec",
      _keep(_spec)),
-    ("vGPU type not among the requested vgpu_types", _keep(_vgpu_type)),
+    ("vGPU type not among the requested vgpu_types",
+     _keep(_vgpu_type, vgpu_only=True)),
     ("PF not requested (dev_type type-PF not in the spec)",
      _keep(_unrequested_pf)),
-    ("parent GPU is given whole to a guest", _keep(_whole_gpu)),
+    ("parent GPU is given whole to a guest",
+     _keep(_whole_gpu, vgpu_only=True)),
     ("vGPU type locked by another type on this one-type GPU",
-     _keep(_type_lock)),
+     _keep(_type_lock, vgpu_only=True)),
     ("not enough free instances or devices", _keep(_capacity)),
     ("NUMA affinity policy", _numa),
 ]
@@ -212,13 +235,17 @@ PIPELINE: list[tuple[str, ty.Callable[[Context, list[pool.Pool]],
 
 def run(ctx: Context, pools: list[pool.Pool]) -> list[pool.Pool] | None:
     """Pools that together can serve the request, or None if they can't."""
-    for reason, fn in PIPELINE:
+    last = len(PIPELINE) - 1
+    for step, (reason, fn) in enumerate(PIPELINE):
         kept = fn(ctx, pools)
-        if len(kept) < len(pools):
+        dropped = len(pools) - len(kept)
+        if dropped:
             LOG.debug("Dropped %(n)d pool(s): %(reason)s",
-                      {"n": len(pools) - len(kept), "reason": reason})
+                      {"n": dropped, "reason": reason})
         pools = kept
-        if effective_count(pools) < ctx.request.count:
+        # The total only changes when pools go; check then, and at the end.
+        if (dropped or step == last) and \
+                effective_count(pools, ctx) < ctx.request.count:
             return None
     return pools
 
@@ -278,7 +305,7 @@ def explain_request(ctx: Context, pools: list[pool.Pool]
                 verdict[id(p)].rejected_by = reason
                 verdict[id(p)].detail = _detail(p, reason)
         left = kept
-    available = effective_count(left)
+    available = effective_count(left, ctx)
     return RequestExplanation(
         ctx.request.request_id, ctx.request.count, available,
         available >= ctx.request.count, [verdict[id(p)] for p in pools])

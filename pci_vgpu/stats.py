@@ -69,6 +69,11 @@ class _Journal:
     def __init__(self) -> None:
         self._gpus: dict[int, tuple[capacity.GpuState, capacity.GpuState]] = {}
         self._stored: dict[int, tuple[pool.DevicePool, int | None]] = {}
+        self._family: tuple[pool.Family, pool.Family] | None = None
+
+    def save_family(self, family: pool.Family) -> None:
+        if self._family is None:
+            self._family = (family, family.copy())
 
     def save_gpu(self, gpu: capacity.GpuState) -> None:
         self._gpus.setdefault(id(gpu), (gpu, gpu.copy()))
@@ -82,6 +87,10 @@ class _Journal:
                                                    old.whole)
         for p, stored in self._stored.values():
             p.stored = stored
+        if self._family is not None:
+            family, old = self._family
+            family.parents_taken = old.parents_taken
+            family.children_taken = old.children_taken
 
 
 class PciDeviceStats:
@@ -100,7 +109,8 @@ class PciDeviceStats:
             ignored and its tags become pool keys.  None accepts every
             device with no tags (the tracker already filtered them).
         :param placement_policy: ``pack`` or ``spread`` among equal vGPU
-            candidates.
+            candidates; on the scheduler side the host's policy carried by
+            the pools wins.
         :raises: InvalidPlacementPolicy, InvalidPoolTag.
         """
         self.numa_topology = numa_topology
@@ -112,9 +122,14 @@ class PciDeviceStats:
                                           self._drop_pool)
         self._taker = pool_take.DeviceTaker(self._book)
         self._scheduler_side = stats is not None
+        self._family = pool.Family()
         if stats is not None:
             dicts = [p if isinstance(p, dict) else p.to_dict() for p in stats]
+            self.placement_policy = capacity.validate_policy(next(
+                (d[pool.POLICY_TAG] for d in dicts if pool.POLICY_TAG in d),
+                self.placement_policy))
             for p in pool.pools_from_dicts(dicts):
+                p.family = self._family
                 self._add_pool(p)
 
     # -- pool map ------------------------------------------------------------
@@ -278,7 +293,20 @@ class PciDeviceStats:
                 if journal is not None:
                     journal.save_stored(p)
                 p.stored -= n
+            self._take_family(p, n, journal)
         return take
+
+    def _take_family(self, p: pool.Pool, n: int,
+                     journal: _Journal | None) -> None:
+        """Record parent/child use so relatives are not taken too."""
+        fam = self._family
+        if journal is not None:
+            journal.save_family(fam)
+        if p.parent is not None:
+            fam.children_taken[p.parent] = \
+                fam.children_taken.get(p.parent, 0) + n
+        if p.own is not None and not p.is_vgpu:
+            fam.parents_taken.add(p.own)
 
     # -- public requests API ---------------------------------------------------
 
@@ -402,7 +430,10 @@ class PciDeviceStats:
     def __iter__(self) -> ty.Iterator[dict[str, ty.Any]]:
         """Pool dicts in Nova's shape (no devices), counts derived."""
         for p in list(self._pools.values()):
-            yield pool.to_dict(p)
+            d = pool.to_dict(p)
+            if p.is_vgpu:
+                d[pool.POLICY_TAG] = self.placement_policy
+            yield d
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PciDeviceStats):

@@ -88,6 +88,7 @@ class Host:
     """Stats plus the ledger the tracker would keep."""
 
     def __init__(self, dicts: list[dict[str, ty.Any]], policy: str) -> None:
+        self.policy = policy
         self.s = stats.PciDeviceStats(numa_topology=TOPOLOGY,
                                       placement_policy=policy)
         self.devs = inv.to_devices(dicts)
@@ -171,7 +172,8 @@ def check_invariants(host: Host) -> None:
 
 def check_rebuild(host: Host) -> None:
     """The incremental pools equal pools rebuilt from the devices."""
-    fresh = stats.PciDeviceStats(numa_topology=TOPOLOGY)
+    fresh = stats.PciDeviceStats(numa_topology=TOPOLOGY,
+                                 placement_policy=host.policy)
     for d in host.all_devices():
         fresh.add_device(d)
     assert sorted(map(repr, fresh)) == sorted(map(repr, host.s))
@@ -190,6 +192,7 @@ def test_properties_over_random_sequences(dicts: list[dict[str, ty.Any]],
             host.free(arg)
         else:
             expected = host.s.support_requests(arg, cells)
+            # the scheduler learns the host's policy from the pools
             sched = stats.PciDeviceStats(numa_topology=TOPOLOGY,
                                          stats=host.s.to_device_pools_obj())
             assert sched.support_requests(arg, cells) == expected
