@@ -47,8 +47,8 @@ class Step:
 def libvirt_steps() -> list[Step]:
     conn = ["--connection", "libvirt"]
     return [
-        Step("The libvirt test host: a V100 on NUMA node 0, a T4 on node 1, a NIC "
-             "that [pci] device_spec leaves out.",
+        Step("The libvirt test host: a V100 on NUMA node 0, a T4 on node 1 (its NIC is "
+             "not listed: [pci] device_spec lets only NVIDIA devices through).",
              ["host", "inventory", "-c", "dev_id", "-c", "address", "-c", "numa_node",
               "-c", "vgpu_types", "-c", "status"] + conn),
         Step("The configuration checked against it (the k2 aliases are for XenServer).",

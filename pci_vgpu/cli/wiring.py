@@ -56,8 +56,16 @@ def tracker(driver_name: str, conf: ty.Any = None) -> service_tracker.ServiceTra
 
 
 def service(driver: virt_driver.VirtDriver, conf: ty.Any = None) -> svc.ComputeService:
-    """The compute service for ``driver`` on the configured database."""
-    return svc.ComputeService(driver, tracker(driver.describe().name, conf))
+    """The compute service for ``driver`` on the configured database.
+
+    A compute node the database knows no device of yet gets its inventory
+    synced first: a first ``pool list`` or ``server create`` on a fresh state
+    directory then sees the host instead of empty pools.
+    """
+    result = svc.ComputeService(driver, tracker(driver.describe().name, conf))
+    if not result.tracker.devices():
+        result.sync_inventory()
+    return result
 
 
 def requests_for(flavor: ty.Any, conf: ty.Any = None) -> ty.Any:
