@@ -50,16 +50,23 @@ class Hold:
     old_vgpu_type: ty.Any = _UNSET
 
 
+class PoolMap(ty.Protocol):
+    """What the book needs of its owner's pool map."""
+
+    def find_pool(self, key: pool.PoolKey) -> pool.Pool | None: ...
+
+    def add_pool(self, p: pool.Pool) -> None: ...
+
+    def drop_pool(self, p: pool.Pool) -> None: ...
+
+
 class DeviceBook:
     """Devices, their relatives, GPU states and the pools they feed."""
 
-    def __init__(self, find_pool: ty.Callable[[pool.PoolKey],
-                                              pool.Pool | None],
-                 add_pool: ty.Callable[[pool.Pool], None],
-                 drop_pool: ty.Callable[[pool.Pool], None]) -> None:
-        self._find_pool = find_pool
-        self._add_pool = add_pool
-        self._drop_pool = drop_pool
+    def __init__(self, owner: PoolMap) -> None:
+        # The owner object, not its bound methods: copy.deepcopy of the
+        # stats then yields a book wired to the *copied* pools.
+        self._owner = owner
         self.devs: dict[str, ty.Any] = {}
         self.gpus: dict[str, capacity.GpuState] = {}
         self.held: dict[str, Hold] = {}
@@ -124,7 +131,7 @@ class DeviceBook:
             p.members.pop(key, None)
             p.free.pop(key, None)
             if not p.members:
-                self._drop_pool(p)
+                self._owner.drop_pool(p)
         if key in self.gpus:
             self._remove_gpu(key)
         del self.devs[key]
@@ -140,7 +147,7 @@ class DeviceBook:
                 self.remove(child)
                 self._pending.setdefault(key, {})[child] = dev
         for vp in self._vgpu_pools.pop(key, []):
-            self._drop_pool(vp)
+            self._owner.drop_pool(vp)
         del self.gpus[key]
 
     def forget_pending(self, dev: ty.Any) -> None:
@@ -153,13 +160,13 @@ class DeviceBook:
 
     def _pool_for(self, key_: pool.PoolKey,
                   gpu: capacity.GpuState | None) -> pool.DevicePool:
-        found = self._find_pool(key_)
+        found = self._owner.find_pool(key_)
         if isinstance(found, pool.DevicePool):
             return found
         parent = pd.attr(self.devs[gpu.address], "parent_addr") \
             if gpu is not None else None
         p = pool.DevicePool(key_, gpu=gpu, parent=parent)
-        self._add_pool(p)
+        self._owner.add_pool(p)
         return p
 
     def _make_vgpu_pools(self, dev: ty.Any, key_: pool.PoolKey,
@@ -171,7 +178,7 @@ class DeviceBook:
                                        vgpu_type=type_id)
             vp = pool.VgpuPool(vkey, gpu, pd.type_names(type_id, entry),
                                pd.backend(dev), pd.attr(dev, "parent_addr"))
-            self._add_pool(vp)
+            self._owner.add_pool(vp)
             pools.append(vp)
         self._vgpu_pools[gpu.address] = pools
 

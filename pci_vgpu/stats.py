@@ -118,8 +118,7 @@ class PciDeviceStats:
         self.placement_policy = capacity.validate_policy(placement_policy)
         self._pools: dict[pool.PoolKey, pool.Pool] = {}
         self._index: dict[tuple[str, str, bool], list[pool.Pool]] = {}
-        self._book = pool_book.DeviceBook(self._pools.get, self._add_pool,
-                                          self._drop_pool)
+        self._book = pool_book.DeviceBook(self)
         self._taker = pool_take.DeviceTaker(self._book)
         self._scheduler_side = stats is not None
         self._family = pool.Family()
@@ -133,6 +132,18 @@ class PciDeviceStats:
                 self._add_pool(p)
 
     # -- pool map ------------------------------------------------------------
+
+    def find_pool(self, key: pool.PoolKey) -> pool.Pool | None:
+        """The pool of ``key``, if any (for the device book)."""
+        return self._pools.get(key)
+
+    def add_pool(self, p: pool.Pool) -> None:
+        """Register a pool (for the device book)."""
+        self._add_pool(p)
+
+    def drop_pool(self, p: pool.Pool) -> None:
+        """Forget a pool (for the device book)."""
+        self._drop_pool(p)
 
     def _add_pool(self, p: pool.Pool) -> None:
         self._pools[p.key] = p

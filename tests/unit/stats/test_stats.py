@@ -322,3 +322,20 @@ class TestBadInput:
         assert GPU0 not in {p["address"] for p in s}
         s.add_device(devs[0])
         assert sorted(map(str, s)) == sorted(map(str, before))
+
+
+def test_deepcopy_is_independent(host: ty.Any) -> None:
+    """A deep copy (what callers use for what-if picks) shares no state."""
+    import copy
+
+    s = host[0]
+    before = list(s)
+    twin = copy.deepcopy(s)
+    got = twin.consume_requests([inv.request(4, ["nvidia-222"], **T4),
+                                 inv.request(1, vendor_id=inv.AMD,
+                                             product_id=inv.MXGPU_VF)])
+    twin.add_device(inv.to_device(inv.create_gpu("0000:99:00.0", 1,
+                                                 inv.T4_TYPES)))
+    assert len(got) == 5 and list(s) == before
+    assert counts(twin)[(GPU0, "nvidia-222")] == 0
+    assert counts(twin)[("0000:99:00.0", "nvidia-222")] == 4
