@@ -50,3 +50,37 @@ class DictColumn(columns.FormattableColumn[dict[str, ty.Any]]):
 
     def machine_readable(self) -> dict[str, ty.Any]:
         return dict(self._value or {})
+
+
+class DevicesColumn(columns.FormattableColumn[ty.Sequence[ty.Any]]):
+    """A server's devices: one summary line each in a table, objects in JSON."""
+
+    def human_readable(self) -> str:
+        return "\n".join(device_summary(d) for d in self._value or ())
+
+    def machine_readable(self) -> list[dict[str, ty.Any]]:
+        return [device_object(d) for d in self._value or ()]
+
+
+def _get(dev: ty.Any, name: str) -> ty.Any:
+    fields = getattr(dev, "fields", None)
+    if fields is not None and name in fields and not dev.obj_attr_is_set(name):
+        return None
+    return getattr(dev, name, None)
+
+
+def device_object(dev: ty.Any) -> dict[str, ty.Any]:
+    """The JSON shape of a device held by a server (documented in README)."""
+    return {"mdev_uuid": _get(dev, "mdev_uuid"), "address": _get(dev, "address"),
+            "parent_addr": _get(dev, "parent_addr"), "dev_type": _get(dev, "dev_type"),
+            "vgpu_type": _get(dev, "vgpu_type"), "numa_node": _get(dev, "numa_node"),
+            "status": _get(dev, "status")}
+
+
+def device_summary(dev: ty.Any) -> str:
+    """``<mdev uuid or address> (<type>, on <parent>, NUMA <n>)`` for tables."""
+    obj = device_object(dev)
+    kind = obj["vgpu_type"] or obj["dev_type"]
+    where = "on %s, " % obj["parent_addr"] if obj["parent_addr"] else ""
+    return "%s (%s, %sNUMA %s)" % (obj["mdev_uuid"] or obj["address"], kind, where,
+                                   obj["numa_node"])

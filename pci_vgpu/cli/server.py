@@ -15,16 +15,12 @@ from pci_vgpu.cli import wiring
 SERVER_COLUMNS = ("uuid", "name", "numa_node", "running", "devices")
 
 
-def device_summary(dev: ty.Any) -> str:
-    """``<mdev uuid or address> (<type>, <parent>, NUMA <n>)`` for tables."""
-    kind = dev.vgpu_type or dev.dev_type
-    where = "on %s, " % dev.parent_addr if dev.parent_addr else ""
-    return "%s (%s, %sNUMA %s)" % (svc.device_name(dev), kind, where, dev.numa_node)
+device_summary = columns.device_summary
 
 
 def server_row(server: svc.Server) -> tuple[ty.Any, ...]:
     return (server.uuid, server.name, server.numa_node, server.running,
-            columns.ListColumn([device_summary(d) for d in server.devices]))
+            columns.DevicesColumn(server.devices))
 
 
 def _flavor_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -104,7 +100,9 @@ class ServerAttach(base.Lister):
     def take_action_checked(self, parsed_args: argparse.Namespace) -> tuple[ty.Any, ...]:
         service = wiring.service(self.driver(parsed_args))
         added = service.attach(parsed_args.server, requests_of(parsed_args.flavor))
-        return ("device",), [(device_summary(d),) for d in added]
+        names = ("mdev_uuid", "address", "parent_addr", "vgpu_type", "numa_node")
+        rows = [tuple(columns.device_object(d)[n] for n in names) for d in added]
+        return names, rows
 
 
 class ServerDetach(base.Command):

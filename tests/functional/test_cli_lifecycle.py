@@ -51,7 +51,10 @@ def test_libvirt_lifecycle(cli):
                     "--numa-node", "0", *LIBVIRT)
     assert (t4["numa_node"], v100["numa_node"]) == (1, 0)
     listed = {s["name"]: s for s in cli.json("server", "list", *LIBVIRT)}
-    assert listed["vm-t4"]["running"] is True and len(listed["vm-t4"]["devices"]) == 1
+    assert listed["vm-t4"]["running"] is True
+    [dev] = listed["vm-t4"]["devices"]
+    assert dev["vgpu_type"] == "nvidia-222" and dev["parent_addr"] == "0000:41:00.0"
+    assert (dev["numa_node"], dev["status"], dev["address"]) == (1, "allocated", None)
     shrunk = pools_by_type(cli.json("pool", "list", *LIBVIRT))
     assert shrunk[("0000:41:00.0", "nvidia-222")] == 15
     assert shrunk[("0000:41:00.0", "nvidia-230")] == 0   # one type per GPU
@@ -72,7 +75,7 @@ def test_libvirt_attach_detach_and_failed_attach_rolled_back(cli):
     cli("host", "inventory", *LIBVIRT)
     cli("server", "create", "vm1", "--flavor", "t4-small", *LIBVIRT)
     [added] = cli.json("server", "attach", "vm1", "--flavor", "t4-small", *LIBVIRT)
-    mdev = added["device"].split()[0]
+    mdev = added["mdev_uuid"]
     assert len(cli.json("server", "list", *LIBVIRT)[0]["devices"]) == 2
     cli("server", "detach", "vm1", mdev, *LIBVIRT)
     assert len(cli.json("server", "list", *LIBVIRT)[0]["devices"]) == 1

@@ -57,7 +57,7 @@ def test_libvirt_orphan_mdev_and_leaked_claim(cli):
 def test_libvirt_missing_mdev_is_recreated(cli):
     cli("host", "inventory", *LIBVIRT)
     server = cli.json("server", "create", "vm1", "--flavor", "t4-small", *LIBVIRT)
-    mdev = server["devices"][0].split()[0]
+    mdev = server["devices"][0]["mdev_uuid"]
     drv = cli.driver("libvirt")
     [dev] = [d for d in drv.list_vgpus() if d.mdev_uuid == mdev]
     lost = stray_mdev(mdev)
