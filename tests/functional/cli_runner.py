@@ -23,10 +23,14 @@ from pci_vgpu.virt import driver as virt_driver
 class Cli:
     """``cli("server", "list")`` -> stdout; asserts the exit code."""
 
-    def __init__(self, state_dir: pathlib.Path, extra_conf: str = "") -> None:
+    def __init__(self, state_dir: pathlib.Path, extra_conf: str = "",
+                 bundled: bool = True) -> None:
+        """``extra_conf`` is added to the bundled defaults, or replaces them."""
         path = state_dir / "test.conf"
         path.write_text("[host]\nstate_dir = %s\n%s" % (state_dir, extra_conf))
-        self.base = ["--config-file", config.BUNDLED_DEFAULTS, "--config-file", str(path)]
+        self.base = ["--config-file", str(path)]
+        if bundled:
+            self.base = ["--config-file", config.BUNDLED_DEFAULTS] + self.base
         self.stderr = ""
 
     def __call__(self, *argv: str, expect: int = 0) -> str:
