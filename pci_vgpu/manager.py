@@ -31,7 +31,7 @@ import typing as ty
 from oslo_db import api as oslo_db_api
 from oslo_db import exception as oslo_db_exc
 from oslo_log import log as logging
-from sqlalchemy import orm
+import sqlalchemy as sa
 
 from pci_vgpu.db import api as db_api
 from pci_vgpu.db import exception as db_exc
@@ -151,7 +151,7 @@ class PciDevTracker:
     # -- writing ------------------------------------------------------------
 
     def _write(self, operation: str,
-               change: ty.Callable[[orm.Session, tracker_state.NodeState],
+               change: ty.Callable[[sa.Connection, tracker_state.NodeState],
                                    _Result]) -> _Result:
         """Run ``change`` in a generation-checked transaction.
 
@@ -171,9 +171,10 @@ class PciDevTracker:
             operation=operation, node=self.hostname, attempts=MAX_ATTEMPTS)
 
     @oslo_db_api.wrap_db_retry(max_retries=5, retry_on_deadlock=True,  # type: ignore[untyped-decorator]
-                               retry_interval=0.01, max_retry_interval=0.2)
+                               retry_on_disconnect=True, retry_interval=0.01,
+                               max_retry_interval=0.2)
     def _write_once(self, change: ty.Callable[
-            [orm.Session, tracker_state.NodeState], _Result],
+            [sa.Connection, tracker_state.NodeState], _Result],
             locked: bool) -> _Result:
         try:
             with self._db.writer() as session:
@@ -192,7 +193,7 @@ class PciDevTracker:
         state.generation = generation
         return result
 
-    def _locked_state(self, session: orm.Session) -> tracker_state.NodeState:
+    def _locked_state(self, session: sa.Connection) -> tracker_state.NodeState:
         """Lock the node, then reuse the cache if current, else reload."""
         generation = db_api.lock_node(session, self.node_id)
         # Nobody wrote since our last write: go back to optimistic writes.
@@ -258,7 +259,7 @@ class PciDevTracker:
             requests=requests,
             numa_cells=list(numa_cells) if numa_cells is not None else None)
 
-        def change(session: orm.Session,
+        def change(session: sa.Connection,
                    state: tracker_state.NodeState) -> list[pci_device.PciDevice]:
             devices = state.claim(record, self.node_id)
             db_api.insert_instance(session, self.node_id,
@@ -274,7 +275,7 @@ class PciDevTracker:
         :raises: InstanceNotTracked if it holds no claim;
             TooManyConcurrentUpdates.
         """
-        def change(session: orm.Session,
+        def change(session: sa.Connection,
                    state: tracker_state.NodeState) -> list[pci_device.PciDevice]:
             devices = state.allocate(instance_uuid, self.hostname)
             db_api.set_instance_status(session, instance_uuid,
@@ -293,7 +294,7 @@ class PciDevTracker:
 
         :raises: TooManyConcurrentUpdates.
         """
-        def change(session: orm.Session,
+        def change(session: sa.Connection,
                    state: tracker_state.NodeState) -> list[pci_device.PciDevice]:
             if instance_uuid not in state.instances:
                 return []

@@ -1,4 +1,4 @@
-"""Sessions (oslo.db enginefacade) and the SQL of the device tracker.
+"""Connections and the SQL of the device tracker.
 
 Concurrency: every write to a compute node's devices or instances happens
 in one transaction that includes :func:`bump_generation`, a
@@ -16,11 +16,21 @@ retry cannot lose the race again: optimistic when uncontended (no extra
 read), pessimistic after a conflict (no starvation with many workers).
 Either way the node row stays locked until commit on MariaDB and
 PostgreSQL, so writers of one node are serialised and never deadlock on it.  On
-SQLite every transaction starts with ``BEGIN IMMEDIATE`` (the database-wide
-write lock, waited for up to ``busy_timeout``) and WAL journalling lets
-readers run meanwhile.  Deadlocks the server reports anyway (MariaDB gap
-locks between nodes) are retried separately by ``oslo_db.api.wrap_db_retry``
-around the whole writer function.
+SQLite every write transaction starts with ``BEGIN IMMEDIATE`` (the
+database-wide write lock, waited for up to ``busy_timeout``) and WAL
+journalling lets readers run meanwhile.  Deadlocks the server reports anyway
+(MariaDB gap locks between nodes) are retried separately by
+``oslo_db.api.wrap_db_retry`` around the whole writer function.
+
+Speed: the tracker's hot path is a handful of small statements per
+transaction, so statement building would dominate.  Every statement here is
+built once, at import, with bind parameters (SQLAlchemy then finds its
+compiled form in the engine's cache by a memoised key), executed on a Core
+``Connection`` (no ORM session), and the engine keeps its connections open
+(a pool, on SQLite too).  There is no ping at checkout: a connection the
+server dropped fails its statement, SQLAlchemy invalidates the pool, and
+the tracker's ``wrap_db_retry(retry_on_disconnect=True)`` runs the
+transaction again on a fresh connection.
 
 Passwords: :attr:`Database.safe_url` is the URL to log, rendered with
 ``hide_password=True``; the raw URL is never logged.
@@ -29,14 +39,14 @@ Passwords: :attr:`Database.safe_url` is the URL to log, rendered with
 from __future__ import annotations
 
 import contextlib
+import os
 import typing as ty
 
 from oslo_config import cfg
-from oslo_db.sqlalchemy import enginefacade
+from oslo_db.sqlalchemy import exc_filters
 from oslo_log import log as logging
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy import orm
 
 from pci_vgpu.db import exception as db_exc
 from pci_vgpu.db import migration
@@ -46,11 +56,9 @@ LOG = logging.getLogger(__name__)
 
 _SUPPORTED_DRIVERS = ("sqlite", "mysql", "postgresql")
 _SQLITE_BUSY_TIMEOUT_MS = 60000
-
-
-@enginefacade.transaction_context_provider
-class _Context:
-    """The minimal request context enginefacade attaches sessions to."""
+#: Execution option marking a read-only transaction (a deferred BEGIN on
+#: SQLite, so readers never take the write lock).
+_READ_ONLY = "pci_vgpu_read_only"
 
 
 def mask_url(url: str | sa.URL) -> str:
@@ -71,9 +79,9 @@ def _validate_url(connection: str) -> sa.URL:
 
 
 class Database:
-    """One database: an enginefacade transaction context and its engine.
+    """One database: its engine, opened on first use.
 
-    Not the process-global facade: tests and the benchmark open several
+    Not a process-global facade: tests and the benchmark open several
     databases in one process.  A forked child must build its own.
     """
 
@@ -81,14 +89,7 @@ class Database:
         """:raises: InvalidConnectionUrl for a URL of another backend."""
         self.url = _validate_url(connection)
         self.safe_url = mask_url(self.url)
-        self._tcm = enginefacade.transaction_context()
-        # thread_checkin=False: oslo.db's default time.sleep(0) at every
-        # connection check-in exists for eventlet; pci_vgpu does not use
-        # green threads and on a loaded host that yield costs ~1 ms.
-        self._tcm.configure(connection=connection, sqlite_fk=True,
-                            max_retries=3, thread_checkin=False)
         self._engine: sa.Engine | None = None
-        self._keeper: ty.Any = None
 
     @classmethod
     def from_config(cls, conf: cfg.ConfigOpts) -> Database:
@@ -99,27 +100,27 @@ class Database:
     @property
     def engine(self) -> sa.Engine:
         if self._engine is None:
-            engine = self._tcm.writer.get_engine()
-            if engine.dialect.name == "sqlite":
-                _tune_sqlite(engine)
-                self._keeper = _keep_open(engine)
+            self._engine = _create_engine(self.url)
             LOG.debug("Opened device tracker database %s", self.safe_url)
-            self._engine = engine
         return self._engine
 
     @contextlib.contextmanager
-    def writer(self) -> ty.Iterator[orm.Session]:
-        """A session in a read-write transaction, committed on exit."""
-        _ = self.engine
-        with self._tcm.writer.using(_Context()) as session:
-            yield session
+    def writer(self) -> ty.Iterator[sa.Connection]:
+        """A connection in a read-write transaction, committed on exit.
+
+        :raises: oslo.db's DBError family (DBDeadlock, DBDuplicateEntry,
+            DBConnectionError ...) translated from the driver's errors.
+        """
+        with self.engine.begin() as conn:
+            yield conn
 
     @contextlib.contextmanager
-    def reader(self) -> ty.Iterator[orm.Session]:
-        """A session in a read-only transaction."""
-        _ = self.engine
-        with self._tcm.reader.using(_Context()) as session:
-            yield session
+    def reader(self) -> ty.Iterator[sa.Connection]:
+        """A connection in a read-only transaction."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(**{_READ_ONLY: True})
+            with conn.begin():
+                yield conn
 
     def sync(self) -> None:
         """Upgrade the schema to the newest revision."""
@@ -129,90 +130,175 @@ class Database:
         """Close every pooled connection."""
         if self._engine is not None:
             self._engine.dispose()
-        if self._keeper is not None:
-            self._keeper.close()
-            self._keeper = None
 
 
-def _tune_sqlite(engine: sa.Engine) -> None:
-    """WAL, a long busy timeout and BEGIN IMMEDIATE on every transaction.
+def _create_engine(url: sa.URL) -> sa.Engine:
+    """An engine with oslo.db's error translation and per-backend settings.
 
-    A deferred BEGIN that later writes fails at once with "database is
-    locked" when another process committed in between; IMMEDIATE takes the
-    write lock up front and waits for it instead.
+    Built here rather than by oslo.db's enginefacade, which gives SQLite
+    file databases a NullPool (a new connection, and its pragmas, per
+    transaction) and pings every connection at checkout (one more round
+    trip per transaction on MariaDB/PostgreSQL).
     """
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        engine = _sqlite_engine(url)
+    elif backend == "mysql":
+        engine = _mysql_engine(url)
+    else:
+        engine = sa.create_engine(url, pool_recycle=3600,
+                                  client_encoding="utf8")
+    _add_fork_guard(engine)
+    exc_filters.register_engine(engine)
+    return engine
+
+
+def _mysql_engine(url: sa.URL) -> sa.Engine:
+    connect_args = {} if "charset" in url.query else {"charset": "utf8"}
+    engine = sa.create_engine(url, pool_recycle=3600,
+                              connect_args=connect_args)
+
+    @event.listens_for(engine, "connect")
+    def _sql_mode(dbapi_con: ty.Any, _record: ty.Any) -> None:
+        # Strict mode: a too-long value is an error, never truncated.
+        with dbapi_con.cursor() as cursor:
+            cursor.execute("SET SESSION sql_mode = 'TRADITIONAL'")
+
+    return engine
+
+
+def _sqlite_engine(url: sa.URL) -> sa.Engine:
+    """One pooled connection per thread, WAL, BEGIN IMMEDIATE for writes.
+
+    pysqlite's own transaction handling is switched off
+    (``isolation_level = None``) and the BEGIN emitted here: a deferred
+    BEGIN that later writes fails at once with "database is locked" when
+    another process committed in between; IMMEDIATE takes the write lock up
+    front and waits for it instead.  ``synchronous = NORMAL`` in WAL mode
+    keeps the database consistent after a crash; a power cut may lose the
+    last transactions (acceptable for an embedded, single-host default;
+    production deployments use MariaDB/PostgreSQL).
+    """
+    memory = url.database in (None, "", ":memory:")
+    pool: dict[str, ty.Any] = (
+        {"poolclass": sa.pool.StaticPool} if memory
+        else {"poolclass": sa.pool.QueuePool, "pool_size": 2,
+              "max_overflow": 8})
+    engine = sa.create_engine(
+        url, connect_args={"check_same_thread": False}, **pool)
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_con: ty.Any, _record: ty.Any) -> None:
+        dbapi_con.isolation_level = None
         dbapi_con.execute("PRAGMA busy_timeout = %d" % _SQLITE_BUSY_TIMEOUT_MS)
-        if engine.url.database not in (None, "", ":memory:"):
+        dbapi_con.execute("PRAGMA foreign_keys = ON")
+        if not memory:
             dbapi_con.execute("PRAGMA journal_mode = WAL")
             dbapi_con.execute("PRAGMA synchronous = NORMAL")
 
-    # oslo.db installs a "begin" listener emitting a plain (deferred) BEGIN;
-    # replace it by ours, which keeps its transaction marker protocol.
-    for listener in list(engine.dispatch.begin):
-        if getattr(listener, "__name__", "") == "_sqlite_emit_begin":
-            event.remove(engine, "begin", listener)
-
     @event.listens_for(engine, "begin")
-    def _begin_immediate(conn: sa.Connection) -> None:
-        if "in_transaction" not in conn.info:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-            conn.info["in_transaction"] = True
+    def _begin(conn: sa.Connection) -> None:
+        read_only = conn.get_execution_options().get(_READ_ONLY)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
-    engine.dispose()
-
-
-def _keep_open(engine: sa.Engine) -> ty.Any:
-    """Hold one raw connection to a file database for the Database's life.
-
-    oslo.db gives SQLite file databases a NullPool, so each transaction
-    opens and closes its own connection; when the *last* connection to a
-    WAL database closes, SQLite checkpoints and deletes the WAL, which costs
-    milliseconds per transaction.  One idle connection held open avoids it.
-    """
-    if engine.url.database in (None, "", ":memory:"):
-        return None
-    return engine.raw_connection()
+    return engine
 
 
-# --- compute nodes -----------------------------------------------------------
+def _add_fork_guard(engine: sa.Engine) -> None:
+    """Never hand a parent process's pooled connection to a forked child."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(_dbapi_con: ty.Any, record: ty.Any) -> None:
+        record.info["pid"] = os.getpid()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(_dbapi_con: ty.Any, record: ty.Any, proxy: ty.Any) -> None:
+        if record.info.get("pid") != os.getpid():
+            record.dbapi_connection = proxy.dbapi_connection = None
+            raise sa.exc.DisconnectionError(
+                "connection belongs to process %s, not %s"
+                % (record.info.get("pid"), os.getpid()))
+
+
+# --- statements --------------------------------------------------------------
+# Built once: a reused statement keeps its cache key, so executing it costs a
+# dictionary look-up in the engine's compiled cache, not a compilation.
 
 _NODES = ty.cast(sa.Table, models.ComputeNode.__table__)
 _DEVICES = ty.cast(sa.Table, models.PciDevice.__table__)
 _INSTANCES = ty.cast(sa.Table, models.Instance.__table__)
+_ID, _SEEN = sa.bindparam("b_id"), sa.bindparam("b_seen")
+_NODE, _KEY = sa.bindparam("b_node"), sa.bindparam("b_key")
+_UUID = sa.bindparam("b_uuid")
+
+_LIVE_NODE = sa.and_(_NODES.c.id == _ID, _NODES.c.deleted == 0)
+# SELECT id, generation FROM compute_nodes
+#  WHERE hypervisor_hostname=:host AND deleted=0
+_SELECT_NODE = sa.select(_NODES.c.id, _NODES.c.generation).where(
+    _NODES.c.hypervisor_hostname == sa.bindparam("b_host"),
+    _NODES.c.deleted == 0)
+_SELECT_GENERATION = sa.select(_NODES.c.generation).where(_LIVE_NODE)
+# SELECT generation FROM compute_nodes WHERE id=:id AND deleted=0 FOR UPDATE
+_LOCK_NODE = _SELECT_GENERATION.with_for_update()
+# UPDATE compute_nodes SET generation=generation+1
+#  WHERE id=:id AND generation=:seen AND deleted=0
+_BUMP_GENERATION = sa.update(_NODES).where(
+    _LIVE_NODE, _NODES.c.generation == _SEEN).values(
+        generation=_NODES.c.generation + 1)
+
+_LIVE_DEVICE = sa.and_(_DEVICES.c.compute_node_id == _NODE,
+                       _DEVICES.c.device_key == _KEY, _DEVICES.c.deleted == 0)
+_SELECT_DEVICES = sa.select(_DEVICES).where(
+    _DEVICES.c.compute_node_id == _NODE,
+    _DEVICES.c.deleted == 0).order_by(_DEVICES.c.id)
+_INSERT_DEVICE = sa.insert(_DEVICES).values(deleted=0, created_at=sa.func.now())
+# UPDATE pci_devices SET updated_at=now(), <the changed columns>
+#  WHERE compute_node_id=:node AND device_key=:key AND deleted=0
+_UPDATE_DEVICE = sa.update(_DEVICES).where(_LIVE_DEVICE).values(
+    updated_at=sa.func.now())
+# UPDATE pci_devices SET deleted=id, deleted_at=now(), status=:status,
+#  instance_uuid=NULL, request_id=NULL
+#  WHERE compute_node_id=:node AND device_key=:key AND deleted=0
+_SOFT_DELETE_DEVICE = sa.update(_DEVICES).where(_LIVE_DEVICE).values(
+    deleted=_DEVICES.c.id, deleted_at=sa.func.now(), instance_uuid=None,
+    request_id=None)
+
+_SELECT_INSTANCES = sa.select(_INSTANCES).where(
+    _INSTANCES.c.compute_node_id == _NODE).order_by(_INSTANCES.c.id)
+_INSERT_INSTANCE = sa.insert(_INSTANCES).values(created_at=sa.func.now())
+_UPDATE_INSTANCE = sa.update(_INSTANCES).where(
+    _INSTANCES.c.uuid == _UUID).values(updated_at=sa.func.now())
+_DELETE_INSTANCE = sa.delete(_INSTANCES).where(_INSTANCES.c.uuid == _UUID)
 
 
-def _write(session: orm.Session, statement: sa.Executable) -> sa.CursorResult[ty.Any]:
+def _write(conn: sa.Connection, statement: sa.Executable,
+           params: dict[str, ty.Any]) -> sa.CursorResult[ty.Any]:
     """Execute an INSERT/UPDATE/DELETE (typed for rowcount and keys)."""
-    return ty.cast(sa.CursorResult[ty.Any], session.execute(statement))
+    return conn.execute(statement, params)
 
 
-def get_or_create_compute_node(session: orm.Session, hostname: str) -> tuple[int, int]:
+# --- compute nodes -----------------------------------------------------------
+
+def get_or_create_compute_node(conn: sa.Connection, hostname: str) -> tuple[int, int]:
     """Return (id, generation) of the live node ``hostname``, creating it."""
-    row = session.execute(
-        sa.select(_NODES.c.id, _NODES.c.generation).where(
-            _NODES.c.hypervisor_hostname == hostname,
-            _NODES.c.deleted == 0)).first()
+    row = conn.execute(_SELECT_NODE, {"b_host": hostname}).first()
     if row is not None:
         return row.id, row.generation
-    result = _write(session, sa.insert(_NODES).values(
-        hypervisor_hostname=hostname, generation=0, deleted=0,
-        created_at=sa.func.now()))
+    result = _write(conn, sa.insert(_NODES).values(created_at=sa.func.now()),
+                    {"hypervisor_hostname": hostname, "generation": 0,
+                     "deleted": 0})
     return int(ty.cast(tuple[int], result.inserted_primary_key)[0]), 0
 
 
-def get_generation(session: orm.Session, node_id: int) -> int:
+def get_generation(conn: sa.Connection, node_id: int) -> int:
     """:raises: ComputeNodeNotFound."""
-    gen = session.execute(sa.select(_NODES.c.generation).where(
-        _NODES.c.id == node_id, _NODES.c.deleted == 0)).scalar()
+    gen = conn.execute(_SELECT_GENERATION, {"b_id": node_id}).scalar()
     if gen is None:
         raise db_exc.ComputeNodeNotFound(name="id=%d" % node_id)
     return int(gen)
 
 
-def lock_node(session: orm.Session, node_id: int) -> int:
+def lock_node(conn: sa.Connection, node_id: int) -> int:
     """Lock the node row until commit and return its generation.
 
     MariaDB/PostgreSQL: a row lock every writer of the node also takes (its
@@ -221,29 +307,18 @@ def lock_node(session: orm.Session, node_id: int) -> int:
 
     :raises: ComputeNodeNotFound.
     """
-    # SELECT generation FROM compute_nodes WHERE id=:id AND deleted=0 FOR UPDATE
-    gen = session.execute(
-        sa.select(_NODES.c.generation)
-        .where(_NODES.c.id == node_id, _NODES.c.deleted == 0)
-        .with_for_update()).scalar()
+    gen = conn.execute(_LOCK_NODE, {"b_id": node_id}).scalar()
     if gen is None:
         raise db_exc.ComputeNodeNotFound(name="id=%d" % node_id)
     return int(gen)
 
 
-def bump_generation(session: orm.Session, node_id: int, seen: int) -> int:
+def bump_generation(conn: sa.Connection, node_id: int, seen: int) -> int:
     """Compare-and-swap the node's generation from ``seen`` to ``seen + 1``.
 
     :raises: ConcurrentUpdateDetected when ``seen`` is no longer current.
     """
-    # UPDATE compute_nodes SET generation=generation+1
-    #  WHERE id=:id AND generation=:seen AND deleted=0
-    result = _write(
-        session,
-        sa.update(_NODES)
-        .where(_NODES.c.id == node_id, _NODES.c.generation == seen,
-               _NODES.c.deleted == 0)
-        .values(generation=_NODES.c.generation + 1))
+    result = _write(conn, _BUMP_GENERATION, {"b_id": node_id, "b_seen": seen})
     if result.rowcount != 1:
         raise db_exc.ConcurrentUpdateDetected(node=node_id, generation=seen)
     return seen + 1
@@ -251,76 +326,57 @@ def bump_generation(session: orm.Session, node_id: int, seen: int) -> int:
 
 # --- devices -----------------------------------------------------------------
 
-def get_devices(session: orm.Session, node_id: int) -> list[sa.Row[ty.Any]]:
+def get_devices(conn: sa.Connection, node_id: int) -> list[sa.Row[ty.Any]]:
     """Every live device row of the node, oldest first."""
-    return list(session.execute(
-        sa.select(_DEVICES).where(_DEVICES.c.compute_node_id == node_id,
-                                  _DEVICES.c.deleted == 0)
-        .order_by(_DEVICES.c.id)).all())
+    return list(conn.execute(_SELECT_DEVICES, {"b_node": node_id}).all())
 
 
-def insert_device(session: orm.Session, node_id: int,
+def insert_device(conn: sa.Connection, node_id: int,
                   values: dict[str, ty.Any]) -> int:
     """Insert a live device row; returns its id."""
-    row = dict(values, compute_node_id=node_id, deleted=0,
-               created_at=sa.func.now())
-    result = _write(session, sa.insert(_DEVICES).values(**row))
+    result = _write(conn, _INSERT_DEVICE,
+                    dict(values, compute_node_id=node_id))
     return int(ty.cast(tuple[int], result.inserted_primary_key)[0])
 
 
-def update_device(session: orm.Session, node_id: int, device_key: str,
+def update_device(conn: sa.Connection, node_id: int, device_key: str,
                   values: dict[str, ty.Any]) -> None:
     """Update the live row ``device_key`` of the node.
 
     :raises: DatabaseError if no such live row exists (the caller's view
         of the node is wrong; the transaction must not commit).
     """
-    result = _write(
-        session,
-        sa.update(_DEVICES)
-        .where(_DEVICES.c.compute_node_id == node_id,
-               _DEVICES.c.device_key == device_key, _DEVICES.c.deleted == 0)
-        .values(updated_at=sa.func.now(), **values))
+    result = _write(conn, _UPDATE_DEVICE,
+                    dict(values, b_node=node_id, b_key=device_key))
     if result.rowcount != 1:
         raise db_exc.DatabaseError(
             reason="device %s of node %d matched %d live rows, expected 1"
             % (device_key, node_id, result.rowcount))
 
 
-def soft_delete_device(session: orm.Session, node_id: int, device_key: str,
+def soft_delete_device(conn: sa.Connection, node_id: int, device_key: str,
                        status: str) -> None:
     """Mark the live row ``device_key`` deleted (``deleted = id``)."""
-    # UPDATE pci_devices SET deleted=id, deleted_at=now(), status=:status
-    #  WHERE compute_node_id=:node AND device_key=:key AND deleted=0
-    session.execute(
-        sa.update(_DEVICES)
-        .where(_DEVICES.c.compute_node_id == node_id,
-               _DEVICES.c.device_key == device_key, _DEVICES.c.deleted == 0)
-        .values(deleted=_DEVICES.c.id, deleted_at=sa.func.now(),
-                status=status, instance_uuid=None, request_id=None))
+    _write(conn, _SOFT_DELETE_DEVICE,
+           {"b_node": node_id, "b_key": device_key, "status": status})
 
 
 # --- instances ---------------------------------------------------------------
 
-def get_instances(session: orm.Session, node_id: int) -> list[sa.Row[ty.Any]]:
+def get_instances(conn: sa.Connection, node_id: int) -> list[sa.Row[ty.Any]]:
     """Every instance holding devices on the node."""
-    return list(session.execute(
-        sa.select(_INSTANCES).where(_INSTANCES.c.compute_node_id == node_id)
-        .order_by(_INSTANCES.c.id)).all())
+    return list(conn.execute(_SELECT_INSTANCES, {"b_node": node_id}).all())
 
 
-def insert_instance(session: orm.Session, node_id: int,
+def insert_instance(conn: sa.Connection, node_id: int,
                     values: dict[str, ty.Any]) -> None:
-    session.execute(sa.insert(_INSTANCES).values(
-        compute_node_id=node_id, created_at=sa.func.now(), **values))
+    _write(conn, _INSERT_INSTANCE, dict(values, compute_node_id=node_id))
 
 
-def set_instance_status(session: orm.Session, instance_uuid: str,
+def set_instance_status(conn: sa.Connection, instance_uuid: str,
                         status: str) -> None:
-    session.execute(sa.update(_INSTANCES)
-                    .where(_INSTANCES.c.uuid == instance_uuid)
-                    .values(status=status, updated_at=sa.func.now()))
+    _write(conn, _UPDATE_INSTANCE, {"b_uuid": instance_uuid, "status": status})
 
 
-def delete_instance(session: orm.Session, instance_uuid: str) -> None:
-    session.execute(sa.delete(_INSTANCES).where(_INSTANCES.c.uuid == instance_uuid))
+def delete_instance(conn: sa.Connection, instance_uuid: str) -> None:
+    _write(conn, _DELETE_INSTANCE, {"b_uuid": instance_uuid})

@@ -13,7 +13,6 @@ import typing as ty
 
 from oslo_log import log as logging
 import sqlalchemy as sa
-from sqlalchemy import orm
 
 from pci_vgpu import exception
 from pci_vgpu.db import api as db_api
@@ -252,7 +251,7 @@ class NodeState:
 
     # -- writing ------------------------------------------------------------------
 
-    def flush(self, session: orm.Session, node_id: int) -> bool:
+    def flush(self, session: sa.Connection, node_id: int) -> bool:
         """Write every change since the last flush; False if there was none."""
         wrote = False
         for dev in self._gone:
