@@ -146,7 +146,7 @@ class Demo:
         before = self.pools(driver)
         for step in steps[1:]:
             self.run_step(step)
-        restored = self.pools(driver) == before
+        restored = bool(self.pools(driver) == before)
         self.out.write("\npools restored on %s: %s\n" % (driver, "yes" if restored else "NO"))
         return restored
 

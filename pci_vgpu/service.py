@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import typing as ty
 
 from oslo_log import log as logging
@@ -100,6 +101,13 @@ class Tracker(ty.Protocol):
 
     def free_devices(self, instance_uuid: str, devices: ty.Sequence[PciDevice]) -> None:
         """Free some devices of the server; it keeps the others."""
+
+    def stats(self) -> ty.Any:
+        """The node's ``PciDeviceStats`` (pools), freshly read."""
+
+    def explain(self, requests: ty.Any,
+                numa_node: int | None) -> tuple[ty.Any, list[PciDevice]]:
+        """``PciDeviceStats.explain`` and the devices a claim would pick."""
 
     def check_detachable(self, instance_uuid: str, devices: ty.Sequence[PciDevice]) -> None:
         """Raise if ``free_devices`` would refuse these devices."""
@@ -227,7 +235,7 @@ class ComputeService:
                 continue
             self.driver.prepare_vgpu(dev)
             undo.push("removed vGPU %s" % device_name(dev),
-                      lambda d=dev: self.driver.release_vgpu(d))  # type: ignore[misc]
+                      functools.partial(self.driver.release_vgpu, dev))
 
     def delete_server(self, server: str) -> Server:
         """Stop the guest, remove its vGPUs, free its devices.
@@ -285,7 +293,8 @@ class ComputeService:
             (the device then stays attached and recorded).
         """
         found = self.get_server(server)
-        matches = [d for d in found.devices if device in (d.mdev_uuid, d.address)]
+        matches = [d for d in found.devices
+                   if device in (attr(d, "mdev_uuid"), attr(d, "address"))]
         if not matches:
             raise NoSuchAttachedDevice(device=device, server=found.name,
                                        attached=", ".join(map(device_name, found.devices)) or "none")
@@ -360,7 +369,7 @@ class ComputeService:
                 detail="server %s holds %d device(s) (%s) but the hypervisor has no such "
                        "guest" % (record.name, len(devices), record.status))
             if apply:
-                self._fix(finding, lambda r=record, d=devices: self._free_leak(r.uuid, d))
+                self._fix(finding, functools.partial(self._free_leak, record.uuid, devices))
             findings.append(finding)
         return findings
 
@@ -384,7 +393,7 @@ class ComputeService:
                 detail="vGPU of type %s on GPU %s is held by no server and attached to no "
                        "guest" % (vgpu.vgpu_type, vgpu.parent_addr))
             if apply:
-                self._fix(finding, lambda v=vgpu: self.driver.release_vgpu(_vgpu_device(v)))
+                self._fix(finding, functools.partial(self.driver.release_vgpu, _vgpu_device(vgpu)))
             findings.append(finding)
         return findings
 
@@ -402,9 +411,9 @@ class ComputeService:
                 finding = Finding(
                     kind="missing-vgpu", subject=uuid,
                     detail="server %s owns vGPU %s (type %s on GPU %s) but the host lacks "
-                           "it" % (record.name, uuid, dev.vgpu_type, dev.parent_addr))
+                           "it" % (record.name, uuid, dev.vgpu_type, attr(dev, "parent_addr")))
                 if apply:
-                    self._fix(finding, lambda d=dev: self.driver.prepare_vgpu(d))
+                    self._fix(finding, functools.partial(self.driver.prepare_vgpu, dev))
                 findings.append(finding)
         return findings
 
@@ -433,7 +442,8 @@ def _vgpu_device(vgpu: virt_driver.VgpuInfo) -> PciDevice:
 
 def _majority_node(devices: ty.Sequence[PciDevice]) -> int | None:
     """The NUMA node most of ``devices`` sit on: where the guest should run."""
-    nodes = [d.numa_node for d in devices if attr(d, "numa_node") is not None]
+    nodes: list[int] = [attr(d, "numa_node") for d in devices
+                        if attr(d, "numa_node") is not None]
     if not nodes:
         return None
     return collections.Counter(nodes).most_common(1)[0][0]

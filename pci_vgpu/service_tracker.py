@@ -43,8 +43,8 @@ def attachment_uuid(server_uuid: str, request_id: str) -> str:
 def _is_attachment_of(record: records.InstanceRecord, server: records.InstanceRecord) -> bool:
     if record.uuid == server.uuid or record.name != server.name or not record.requests:
         return False
-    request_id = record.requests[0].request_id
-    return bool(request_id) and record.uuid == attachment_uuid(server.uuid, request_id)
+    request_id = getattr(record.requests[0], "request_id", None)
+    return bool(request_id) and record.uuid == attachment_uuid(server.uuid, str(request_id))
 
 
 def _key(dev: PciDevice) -> str:

@@ -41,8 +41,6 @@ def _wrap(cmd_name: str, exc: Exception) -> exception.PciVgpuException:
 class _Wrapped:
     """Mixin: turn foreign exceptions into one readable line."""
 
-    cmd_name: str
-
     def take_action_checked(self, parsed_args: argparse.Namespace) -> ty.Any:
         raise NotImplementedError
 

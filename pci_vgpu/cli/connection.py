@@ -116,8 +116,9 @@ def load(conn: Connection, conf: cfg.ConfigOpts) -> virt_driver.VirtDriver:
     if key in _LOADED:
         return _LOADED[key]
     try:
-        manager = sd_driver.DriverManager(NAMESPACE, conn.driver, invoke_on_load=False)
-        drv = _instantiate(manager.driver, conf)
+        manager: sd_driver.DriverManager[ty.Any] = sd_driver.DriverManager(
+            NAMESPACE, conn.driver, invoke_on_load=False)
+        drv = _instantiate(ty.cast(type[virt_driver.VirtDriver], manager.driver), conf)
     except exception.PciVgpuException:
         raise
     except (sd_exc.NoMatches, ImportError, AttributeError) as exc:

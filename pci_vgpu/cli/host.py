@@ -10,6 +10,7 @@ from oslo_log import log as logging
 from pci_vgpu.cli import base
 from pci_vgpu.cli import columns
 from pci_vgpu.cli import wiring
+from pci_vgpu.virt.noop import attr
 
 LOG = logging.getLogger(__name__)
 
@@ -39,8 +40,11 @@ def inventory_row(dev: dict[str, ty.Any], record: ty.Any | None) -> tuple[ty.Any
 
 def device_key(dev: ty.Any) -> str | None:
     """Identity shared by a driver dict and a DB record: mdev UUID or address."""
-    get = dev.get if isinstance(dev, dict) else lambda k: getattr(dev, k, None)
-    return get("mdev_uuid") or get("address")
+    if isinstance(dev, dict):
+        key = dev.get("mdev_uuid") or dev.get("address")
+    else:
+        key = attr(dev, "mdev_uuid") or attr(dev, "address")
+    return None if key is None else str(key)
 
 
 class HostInventory(base.Lister):
