@@ -34,7 +34,10 @@ class CommandError(exception.PciVgpuException):
 def _wrap(cmd_name: str, exc: Exception) -> exception.PciVgpuException:
     if isinstance(exc, exception.PciVgpuException):
         return exc
-    reason = "%s: %s" % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
+    # First line only: the error must stay one line (SQLAlchemy appends a
+    # "Background on this error" paragraph, for one).
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    reason = "%s: %s" % (type(exc).__name__, text) if text else type(exc).__name__
     return CommandFailed(command=cmd_name, reason=reason)
 
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import typing as ty
 
+from oslo_db import exception as oslo_db_exc
+
 from pci_vgpu import conf as pci_conf
 from pci_vgpu import devspec
+from pci_vgpu import exception
 from pci_vgpu import manager
 from pci_vgpu import request
 from pci_vgpu import service as svc
@@ -23,6 +26,11 @@ from pci_vgpu.virt import driver as virt_driver
 _DATABASES: dict[str, db_api.Database] = {}
 
 
+class DatabaseUnavailable(exception.PciVgpuException):
+    msg_fmt = ("Database %(url)s cannot be used: %(reason)s.  Check [database] "
+               "connection (or [host] state_dir for the embedded SQLite).")
+
+
 def database(conf: ty.Any = None) -> db_api.Database:
     """The configured database, schema upgraded on first use."""
     conf = conf or pci_conf.CONF
@@ -30,7 +38,12 @@ def database(conf: ty.Any = None) -> db_api.Database:
     url = db_conf.connection_url(conf)
     if url not in _DATABASES:
         db = db_api.Database(url)
-        db.sync()
+        try:
+            db.sync()
+        except oslo_db_exc.DBError as exc:
+            db.dispose()
+            raise DatabaseUnavailable(url=db.safe_url,
+                                      reason=str(exc).strip().splitlines()[0]) from exc
         _DATABASES[url] = db
     return _DATABASES[url]
 

@@ -12,6 +12,7 @@ import libvirt
 import pytest
 
 from pci_vgpu.virt.libvirt import testseam
+from tests.fixtures.db import db_url  # noqa: F401  (pytest fixture)
 from tests.functional.cli_runner import Cli
 from tests.functional.cli_runner import pools_by_type
 
@@ -126,3 +127,18 @@ def test_errors_are_one_line(cli):
     assert "Server ghost not found" in cli.stderr
     cli("host", "inventory", "--connection", "banana", expect=1)
     assert "'banana'" in cli.stderr
+
+
+def test_lifecycle_on_each_database(tmp_path, db_url):  # noqa: F811
+    """The same commands on SQLite, MariaDB and PostgreSQL ([database] connection)."""
+    cli = Cli(tmp_path, extra_conf="[database]\nconnection = %s\n" % db_url)
+    try:
+        start = cli.json("pool", "list", *LIBVIRT)
+        server = cli.json("server", "create", "vm1", "--flavor", "t4-small", *LIBVIRT)
+        assert server["numa_node"] == 1
+        assert [s["name"] for s in cli.json("server", "list", *LIBVIRT)] == ["vm1"]
+        assert cli.json("host", "reconcile", *LIBVIRT) == []
+        cli("server", "delete", "vm1", *LIBVIRT)
+        assert cli.json("pool", "list", *LIBVIRT) == start
+    finally:
+        cli.close()

@@ -69,3 +69,13 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "pools restored on xenserver: yes" in out
     assert "NUMA affinity policy" in out
     assert not (tmp_path / "state").exists() or not any((tmp_path / "state").iterdir())
+
+
+def test_unreachable_database_is_one_line_without_password(tmp_path):
+    conf = tmp_path / "db.conf"
+    conf.write_text("[database]\nconnection = mysql+pymysql://u:s3cret@127.0.0.1:1/x\n")
+    result = pci_vgpu(tmp_path, "--config-file", str(conf), "pool", "list")
+    assert result.returncode == 1
+    assert result.stderr.startswith("ERROR: Database mysql+pymysql://u:***@127.0.0.1:1/x")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "s3cret" not in result.stderr
