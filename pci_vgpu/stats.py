@@ -277,13 +277,17 @@ class PciDeviceStats:
         pools = pf.run(ctx, self._candidates(view))
         if pools is None:
             return False
-        order = self._order(ctx)
+        order = None
         remaining = view.count
         while remaining:
             live = [p for p in pools if p.count() > 0]
             if not live:
                 return False
-            best = min(live, key=order)
+            if len(live) == 1:
+                best = live[0]
+            else:
+                order = order or self._order(ctx)
+                best = min(live, key=order)
             n = 1 if best.is_vgpu else min(remaining, best.count())
             take(best, n, view, out)
             remaining -= n
