@@ -17,13 +17,13 @@ _BUSY = ("claimed", "allocated")
 _KNOWN = set(pool_mod.KEY_FIELDS) | set(pool_mod.VGPU_TAGS) | {pool_mod.GPU_TAG, "count"}
 
 
-def _used_whole(pool: dict[str, ty.Any], devices: ty.Sequence[ty.Any]) -> int:
-    """Devices of a whole-device pool that are claimed or allocated."""
-    return sum(1 for d in devices
-               if attr(d, "status") in _BUSY and attr(d, "dev_type") == pool["dev_type"]
-               and attr(d, "vendor_id") == pool["vendor_id"]
-               and attr(d, "product_id") == pool["product_id"]
-               and (attr(d, "parent_addr") or attr(d, "address")) == pool["address"])
+def _members(pool: dict[str, ty.Any], devices: ty.Sequence[ty.Any]) -> list[ty.Any]:
+    """The devices of a whole-device pool, whatever their status."""
+    return [d for d in devices
+            if attr(d, "dev_type") == pool["dev_type"]
+            and attr(d, "vendor_id") == pool["vendor_id"]
+            and attr(d, "product_id") == pool["product_id"]
+            and (attr(d, "parent_addr") or attr(d, "address")) == pool["address"]]
 
 
 def _type_names(pool: dict[str, ty.Any], devices: ty.Sequence[ty.Any]) -> list[str]:
@@ -48,8 +48,9 @@ def pool_row(pool: dict[str, ty.Any], devices: ty.Sequence[ty.Any]) -> tuple[ty.
         total = int(pool.get("vgpu_max") or 0)
         names = columns.ListColumn(_type_names(pool, devices))
     else:
-        used = _used_whole(pool, devices)
-        total = pool["count"] + used
+        members = _members(pool, devices)
+        used = sum(1 for d in members if attr(d, "status") in _BUSY)
+        total = max(len(members), pool["count"] + used)
         names = columns.ListColumn([])
     return (pool["vendor_id"], pool["product_id"], pool["numa_node"], pool["dev_type"],
             pool["address"], pool.get("vgpu_type"), names, pool["count"], used, total,
