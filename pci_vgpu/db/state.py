@@ -246,34 +246,34 @@ class NodeState:
     def _resync_stats(self) -> None:
         """Tell the pools about every status the state machine changed."""
         for dev in self._candidates():
-            if "status" in dev.obj_what_changed():
+            if "status" in records.changed_fields(dev):
                 self.stats.update_device(dev)
 
     # -- writing ------------------------------------------------------------------
 
-    def flush(self, session: sa.Connection, node_id: int) -> bool:
+    def flush(self, conn: sa.Connection, node_id: int) -> bool:
         """Write every change since the last flush; False if there was none."""
         wrote = False
         for dev in self._gone:
-            db_api.soft_delete_device(session, node_id, records.device_key(dev),
+            db_api.soft_delete_device(conn, node_id, records.device_key(dev),
                                       Status.DELETED)
             wrote = True
         for dev in self._new:
-            dev.id = db_api.insert_device(session, node_id,
+            dev.id = db_api.insert_device(conn, node_id,
                                           records.row_values(dev))
             wrote = True
         for dev in self._candidates():
             key = records.device_key(dev)
-            changed = dev.obj_what_changed() - {"id"}
+            changed = records.changed_fields(dev)
             if not changed or _contains(self._new, dev):
                 continue
             values = records.row_values(dev, changed)
             if key in self._flags:
                 values["pending_removal"] = self._flags.pop(key)
-            db_api.update_device(session, node_id, key, values)
+            db_api.update_device(conn, node_id, key, values)
             wrote = True
         for key, flag in self._flags.items():
-            db_api.update_device(session, node_id, key, {"pending_removal": flag})
+            db_api.update_device(conn, node_id, key, {"pending_removal": flag})
             wrote = True
         for dev in self._candidates():
             dev.obj_reset_changes()
