@@ -48,6 +48,10 @@ def inventories(draw: ty.Any) -> list[dict[str, ty.Any]]:
     for f in range(draw(st.integers(0, 3))):
         devs.append(inv.create_vf("0000:42:00.%d" % (f + 1), "0000:42:00.0",
                                   draw(st.sampled_from([0, 1]))))
+    if draw(st.booleans()):  # a tracked PF with VFs: PF/VF exclusivity
+        devs.append(inv.create_pf("0000:60:00.0", 1))
+        devs += [inv.create_vf("0000:60:00.%d" % (f + 1), "0000:60:00.0", 1)
+                 for f in range(draw(st.integers(1, 2)))]
     for f in range(draw(st.integers(0, 3))):
         devs.append(inv.create_nvidia_vf("0000:c1:00.%d" % (f + 4),
                                          "0000:c1:00.0", 1, VF_TYPES))
@@ -57,7 +61,8 @@ def inventories(draw: ty.Any) -> list[dict[str, ty.Any]]:
 def _request(draw: ty.Any) -> ty.Any:
     policy = draw(st.sampled_from([None, "legacy", "required", "preferred",
                                    "socket"]))
-    kind = draw(st.sampled_from(["vgpu", "vgpu", "vf-vgpu", "gpu", "vf"]))
+    kind = draw(st.sampled_from(["vgpu", "vgpu", "vf-vgpu", "gpu", "vf",
+                                 "pf", "nvidia-vf"]))
     count = draw(st.integers(1, 3))
     if kind == "vgpu":
         types = draw(st.sets(st.sampled_from(TYPES), min_size=1))
@@ -65,8 +70,11 @@ def _request(draw: ty.Any) -> ty.Any:
     if kind == "vf-vgpu":
         return inv.request(count, draw(st.sets(st.sampled_from(VF_TYPES),
                                                min_size=1)), policy)
-    ids = ((inv.NVIDIA, inv.T4) if kind == "gpu"
-           else (inv.AMD, inv.MXGPU_VF))
+    if kind == "pf":
+        return inv.request(1, None, policy, vendor_id=inv.AMD,
+                           product_id=inv.MXGPU_PF, dev_type="type-PF")
+    ids = {"gpu": (inv.NVIDIA, inv.T4), "vf": (inv.AMD, inv.MXGPU_VF),
+           "nvidia-vf": (inv.NVIDIA, inv.L40_VF)}[kind]
     return inv.request(count, None, policy, vendor_id=ids[0],
                        product_id=ids[1])
 
