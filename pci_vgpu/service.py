@@ -49,6 +49,15 @@ class InvalidNumaNode(exception.Invalid):
     msg_fmt = "NUMA node %(node)r is not valid: give an integer >= 0."
 
 
+class InvalidServerName(exception.Invalid):
+    msg_fmt = ("Server name %(name)r is not valid: use 1 to 255 printable characters, "
+               "not only spaces.")
+
+
+class InvalidGuestSize(exception.Invalid):
+    msg_fmt = "Guest %(what)s %(value)r is not valid: give an integer >= %(minimum)d."
+
+
 class NoSuchAttachedDevice(exception.Invalid):
     msg_fmt = ("Device %(device)s is not attached to server %(server)s "
                "(attached: %(attached)s).")
@@ -104,6 +113,9 @@ class Tracker(ty.Protocol):
 
     def stats(self) -> ty.Any:
         """The node's ``PciDeviceStats`` (pools), freshly read."""
+
+    def allocated_devices(self) -> list[PciDevice]:
+        """Every allocated device of the node (for ``VirtDriver.init_host``)."""
 
     def explain(self, requests: ty.Any,
                 numa_node: int | None) -> tuple[ty.Any, list[PciDevice]]:
@@ -191,6 +203,14 @@ class ComputeService:
         self.tracker.update_inventory(devices)
         return devices
 
+    def init_host(self) -> virt_driver.HostInitReport:
+        """What a compute service does at start-up, after a host reboot.
+
+        The driver re-creates the vGPUs of allocated devices that the reboot
+        lost (transient mdevs, VF types) and reports vGPUs nobody owns.
+        """
+        return self.driver.init_host(self.tracker.allocated_devices())
+
     # --- servers ---------------------------------------------------------
     def create_server(self, name: str, requests: ty.Any, numa_node: int | None = None,
                       memory_mb: int = 64, vcpus: int = 1) -> Server:
@@ -200,6 +220,8 @@ class ComputeService:
             (after rolling back) when a claim, a vGPU or the guest fails.
         """
         self._check_new_server(name, numa_node)
+        _check_size("memory_mb", memory_mb, 1)
+        _check_size("vcpus", vcpus, 1)
         uuid = uuidutils.generate_uuid()
         undo = _Undo()
         step = "claiming devices"
@@ -223,6 +245,8 @@ class ComputeService:
         return self.get_server(uuid)
 
     def _check_new_server(self, name: str, numa_node: int | None) -> None:
+        if not (0 < len(name) <= 255 and name.isprintable() and name.strip()):
+            raise InvalidServerName(name=name)
         if numa_node is not None and (not isinstance(numa_node, int) or numa_node < 0):
             raise InvalidNumaNode(node=numa_node)
         for record in self.tracker.instances():
@@ -428,6 +452,11 @@ class ComputeService:
             finding.fixed = True
         except Exception as exc:  # noqa: BLE001 - reported in the finding
             finding.detail += "; fix failed: %s" % _reason(exc)
+
+
+def _check_size(what: str, value: ty.Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidGuestSize(what=what, value=value, minimum=minimum)
 
 
 def _vgpu_device(vgpu: virt_driver.VgpuInfo) -> PciDevice:

@@ -65,6 +65,9 @@ class ServiceTracker:
     def devices(self) -> list[PciDevice]:
         return self.tracker.devices()
 
+    def allocated_devices(self) -> list[PciDevice]:
+        return self.tracker.allocated_devices()
+
     def _groups(self) -> list[tuple[records.InstanceRecord, list[records.InstanceRecord]]]:
         """(server, its attachments) for every server record."""
         all_records = self.tracker.instances()

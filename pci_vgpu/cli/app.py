@@ -25,6 +25,7 @@ from pci_vgpu.cli import config
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("host inventory", "pci_vgpu.cli.host:HostInventory"),
     ("host reconcile", "pci_vgpu.cli.host:HostReconcile"),
+    ("host init", "pci_vgpu.cli.host:HostInit"),
     ("pool list", "pci_vgpu.cli.pool:PoolList"),
     ("config check", "pci_vgpu.cli.check:ConfigCheck"),
     ("flavor explain", "pci_vgpu.cli.flavor:FlavorExplain"),

@@ -94,3 +94,24 @@ class HostReconcile(base.Lister):
         self.unfixed = 0
         result = int(super().run(parsed_args))
         return result if result or not self.unfixed else 1
+
+
+class HostInit(base.Lister):
+    """Start-up after a reboot: re-create lost vGPUs of allocated devices.
+
+    Lists what the driver re-created, the vGPUs no allocated device owns
+    (``[libvirt] remove_orphan_mdevs`` removes them) and what it removed.
+    """
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        self.add_connection_option(parser)
+        return parser
+
+    def take_action_checked(self, parsed_args: argparse.Namespace) -> tuple[ty.Any, ...]:
+        report = wiring.service(self.driver(parsed_args)).init_host()
+        rows = [("recreated", subject, "") for subject in report.recreated]
+        rows += [("orphan", o.mdev_uuid or o.parent_addr,
+                  "type %s on %s" % (o.vgpu_type, o.parent_addr)) for o in report.orphans]
+        rows += [("removed", subject, "") for subject in report.removed]
+        return ("action", "subject", "detail"), rows

@@ -80,3 +80,17 @@ def test_xenserver_leaked_claim(cli):
     cli("host", "reconcile", "--apply", *XEN)
     assert cli.json("server", "list", *XEN) == []
     assert cli.json("pool", "list", *XEN) == start
+
+
+def test_host_init_recreates_the_mdevs_a_reboot_lost(cli):
+    server = cli.json("server", "create", "vm1", "--flavor", "t4-small", *LIBVIRT)
+    mdev = server["devices"][0]["mdev_uuid"]
+    drv = cli.driver("libvirt")
+    lost = stray_mdev(mdev)
+    lost.parent_addr = "0000:41:00.0"
+    drv.release_vgpu(lost)
+    assert mdev not in {v.mdev_uuid for v in drv.list_vgpus()}
+    rows = cli.json("host", "init", *LIBVIRT)
+    assert ("recreated", mdev) in {(r["action"], r["subject"]) for r in rows}
+    assert mdev in {v.mdev_uuid for v in drv.list_vgpus()}
+    assert cli.json("host", "reconcile", *LIBVIRT) == []

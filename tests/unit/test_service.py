@@ -226,3 +226,19 @@ def test_reconcile_finds_and_fixes_leak_orphan_and_missing(service, conf):
     assert service.reconcile() == []
     assert [s.name for s in service.list_servers()] == ["kept"]
     assert {v.mdev_uuid for v in service.driver.list_vgpus()} == {kept.devices[0].mdev_uuid}
+
+
+@pytest.mark.parametrize("name", ["", "   ", "a" * 256, "tab\there"])
+def test_bad_server_name_is_refused_before_any_claim(service, conf, name):
+    with pytest.raises(svc.InvalidServerName) as err:
+        service.create_server(name, reqs(conf, "t4:1"))
+    assert repr(name) in str(err.value)
+    assert service.list_servers() == [] and free_of(service, "nvidia-222") == 2
+
+
+@pytest.mark.parametrize("kwargs, what", [({"memory_mb": 0}, "memory_mb"),
+                                          ({"vcpus": -1}, "vcpus")])
+def test_bad_guest_size_is_refused(service, conf, kwargs, what):
+    with pytest.raises(svc.InvalidGuestSize, match=what):
+        service.create_server("vm1", reqs(conf, "t4:1"), **kwargs)
+    assert service.list_servers() == []
