@@ -233,7 +233,7 @@ class DeviceBook:
                             {"key": c.key, "type": c.vgpu_type,
                              "gpu": c.gpu})
             return
-        vtype = ty.cast(str, c.vgpu_type)
+        vtype = c.vgpu_type
         if c.exists:
             gpu.existing[vtype] = gpu.existing.get(vtype, 0) + sign
         if c.in_use:

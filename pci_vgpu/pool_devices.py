@@ -55,7 +55,7 @@ def ident(dev: ty.Any) -> str:
 
 
 def is_mdev(dev: ty.Any) -> bool:
-    return attr(dev, "dev_type") == MDEV
+    return bool(attr(dev, "dev_type") == MDEV)
 
 
 def vgpu_types(dev: ty.Any) -> dict[str, dict[str, ty.Any]]:

@@ -88,9 +88,9 @@ class _Journal:
         for p, stored in self._stored.values():
             p.stored = stored
         if self._family is not None:
-            family, old = self._family
-            family.parents_taken = old.parents_taken
-            family.children_taken = old.children_taken
+            family, saved = self._family
+            family.parents_taken = saved.parents_taken
+            family.children_taken = saved.children_taken
 
 
 class PciDeviceStats:
@@ -256,7 +256,8 @@ class PciDeviceStats:
 
     # -- fulfilment --------------------------------------------------------------
 
-    def _order(self, ctx: pf.Context) -> ty.Callable[[pool.Pool], tuple]:
+    def _order(self, ctx: pf.Context
+               ) -> ty.Callable[[pool.Pool], tuple[ty.Any, ...]]:
         cells = [pf._get(c, "id") for c in ctx.numa_cells or []]
         policy = self.placement_policy
 
