@@ -111,7 +111,7 @@ class HostInit(base.Lister):
     def take_action_checked(self, parsed_args: argparse.Namespace) -> tuple[ty.Any, ...]:
         report = wiring.service(self.driver(parsed_args)).init_host()
         rows = [("recreated", subject, "") for subject in report.recreated]
-        rows += [("orphan", o.mdev_uuid or o.parent_addr,
+        rows += [("orphan", str(o.mdev_uuid or o.parent_addr),
                   "type %s on %s" % (o.vgpu_type, o.parent_addr)) for o in report.orphans]
         rows += [("removed", subject, "") for subject in report.removed]
         return ("action", "subject", "detail"), rows
