@@ -50,8 +50,14 @@ class Cli:
         return connection.load(connection.Connection(name), pci_conf.CONF)
 
     def close(self) -> None:
+        """Stop the embedded hosts, close the database, forget the config.
+
+        The configuration is the process-wide ``CONF``: other tests must
+        not inherit the bundled aliases.
+        """
         connection.close_all()
         wiring.close_all()
+        pci_conf.CONF.reset()
 
 
 def pools_by_type(pools: list[dict[str, ty.Any]]) -> dict[tuple[str, str], int]:

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import io
+import typing as ty
 
 import pytest
 
+from pci_vgpu import conf as pci_conf
 from pci_vgpu.cli import app
+
+
+@pytest.fixture(autouse=True)
+def _forget_config() -> ty.Iterator[None]:
+    """The app loads the process-wide CONF; leave it as other tests expect."""
+    yield
+    pci_conf.CONF.reset()
 
 
 def run(argv: list[str]) -> tuple[int, str, str]:
