@@ -48,6 +48,8 @@ class RequestView:
     numa_policy: str
     #: (vendor_id, product_id) of every spec when all name both; else None.
     ids: list[tuple[str, str]] | None
+    #: The specs name nothing but vendor_id and product_id.
+    ids_only: bool = False
 
     @classmethod
     def of(cls, request: ty.Any) -> RequestView:
@@ -73,8 +75,11 @@ class RequestView:
                      for s in specs]
         ids = [(s["vendor_id"], s["product_id"]) for s in matchable
                if s.get("vendor_id") and s.get("product_id")]
+        all_ids = len(ids) == len(matchable)
+        only = all_ids and all(set(s) <= {"vendor_id", "product_id"}
+                               for s in matchable)
         return cls(rid, count, matchable, types, policy,
-                   ids if len(ids) == len(matchable) else None)
+                   ids if all_ids else None, only)
 
 
 @dataclasses.dataclass
@@ -88,12 +93,14 @@ class Context:
     request: RequestView
     numa_cells: list[ty.Any] | None
     numa_topology: ty.Any
-    counts: dict[int, int] = dataclasses.field(default_factory=dict)
+    counts: dict[pool.Pool, int] = dataclasses.field(default_factory=dict)
+    #: The pools were looked up by (vendor_id, product_id, kind) already.
+    indexed: bool = False
 
     def count(self, p: pool.Pool) -> int:
-        n = self.counts.get(id(p))
+        n = self.counts.get(p)  # pools hash by identity
         if n is None:
-            n = self.counts[id(p)] = p.count()
+            n = self.counts[p] = p.count()
         return n
 
 
@@ -160,16 +167,18 @@ def _capacity(ctx: Context, p: pool.Pool) -> bool:
 
 
 def _keep(pred: ty.Callable[[Context, pool.Pool], bool],
-          vgpu_only: bool = False
+          vgpu_only: bool = False,
+          skip: ty.Callable[[Context], bool] | None = None
           ) -> ty.Callable[[Context, list[pool.Pool]], list[pool.Pool]]:
     """A pool-by-pool filter from a predicate.
 
     ``vgpu_only`` predicates keep every whole-device pool, so they are
     skipped for whole-device requests (those see no vGPU pool past the
-    kind filter).
+    kind filter); ``skip`` says when the pools are known to pass already.
     """
     def run_pred(ctx: Context, pools: list[pool.Pool]) -> list[pool.Pool]:
-        if vgpu_only and not ctx.request.vgpu_types:
+        if (vgpu_only and not ctx.request.vgpu_types) or \
+                (skip is not None and skip(ctx)):
             return pools
         return [p for p in pools if pred(ctx, p)]
     run_pred.__doc__ = pred.__doc__
@@ -217,9 +226,10 @@ def _numa(ctx: Context, pools: list[pool.Pool]) -> list[pool.Pool]:
 PIPELINE: list[tuple[str, ty.Callable[[Context, list[pool.Pool]],
                                       list[pool.Pool]]]] = [
     ("vGPU request vs whole-device pool (a request with vgpu_types uses "
-     "only vGPU pools, one without only whole devices)", _keep(_kind)),
+     "only vGPU pools, one without only whole devices)",
+     _keep(_kind, skip=lambda ctx: ctx.indexed)),
     ("vendor_id/product_id/tags do not match the request spec",
-     _keep(_spec)),
+     _keep(_spec, skip=lambda ctx: ctx.indexed and ctx.request.ids_only)),
     ("vGPU type not among the requested vgpu_types",
      _keep(_vgpu_type, vgpu_only=True)),
     ("PF not requested (dev_type type-PF not in the spec)",

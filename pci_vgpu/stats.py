@@ -268,20 +268,24 @@ class PciDeviceStats:
             if isinstance(p, pool.VgpuPool):
                 fill, addr = capacity.placement_key(p.gpu, policy)
                 return (rank, fill, -p.count(), addr, p.vgpu_type)
-            return (rank, 0, 0, p.key.address or "", "")
+            # whole devices: a request never mixes them with vGPU pools
+            return (rank, p.key.address or "")
         return key
 
     def _fulfil(self, view: pf.RequestView, numa_cells: ty.Any,
                 take: Taker, out: list[ty.Any]) -> bool:
         """Serve one request, one pool at a time; False if impossible."""
-        ctx = pf.Context(view, numa_cells, self.numa_topology)
+        ctx = pf.Context(view, numa_cells, self.numa_topology,
+                         indexed=view.ids is not None)
         pools = pf.run(ctx, self._candidates(view))
         if pools is None:
             return False
         order = None
         remaining = view.count
+        count: ty.Callable[[pool.Pool], int] = ctx.count  # fresh until a take
         while remaining:
-            live = [p for p in pools if p.count() > 0]
+            live = [p for p in pools if count(p) > 0]
+            count = _live_count
             if not live:
                 return False
             if len(live) == 1:
@@ -482,3 +486,7 @@ def views_as_requests(views: list[pf.RequestView]) -> list[dict[str, ty.Any]]:
              [dict(s, vgpu_types=json.dumps(sorted(v.vgpu_types)))
               for s in v.specs],
              "numa_policy": v.numa_policy} for v in views]
+
+
+def _live_count(p: pool.Pool) -> int:
+    return p.count()
