@@ -49,6 +49,11 @@ InstanceRecord = records.InstanceRecord
 #: node lock, so more than two means the lock is not being honoured.
 MAX_ATTEMPTS = 5
 _Result = ty.TypeVar("_Result")
+#: Every database access retries once on a dropped connection: pooled
+#: connections are not pinged at checkout (see ``pci_vgpu.db.api``) and the
+#: failed attempt has already invalidated the pool.  Writes retry through
+#: ``_write_once``'s own decorator.
+_read_retry = oslo_db_api.wrap_db_retry(max_retries=1, retry_on_disconnect=True)
 _Requests = ty.Union[instance_pci_requests.InstancePCIRequests,
                      ty.Sequence[instance_pci_requests.InstancePCIRequest]]
 
@@ -85,6 +90,7 @@ class PciDevTracker:
         #: attempt that would fail its compare-and-swap).
         self._contended = False
 
+    @_read_retry  # type: ignore[untyped-decorator]
     def _get_or_create_node(self) -> int:
         for _ in range(2):
             try:
@@ -102,11 +108,15 @@ class PciDevTracker:
 
     def refresh(self) -> None:
         """Reload the node's state if another worker changed it."""
-        with self._db.reader() as session:
-            generation = db_api.get_generation(session, self.node_id)
-        if self._state is None or self._state.generation != generation:
+        if self._state is None or self._state.generation != self._generation():
             self._state = self._load()
 
+    @_read_retry  # type: ignore[untyped-decorator]
+    def _generation(self) -> int:
+        with self._db.reader() as conn:
+            return db_api.get_generation(conn, self.node_id)
+
+    @_read_retry  # type: ignore[untyped-decorator]
     def _load(self) -> tracker_state.NodeState:
         # The generation is read first: rows read after it are at least as
         # new, so a stale pairing only makes the next swap fail and reload.

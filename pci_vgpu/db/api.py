@@ -48,6 +48,7 @@ from oslo_log import log as logging
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from pci_vgpu.db import direct
 from pci_vgpu.db import exception as db_exc
 from pci_vgpu.db import migration
 from pci_vgpu.db import models
@@ -227,9 +228,11 @@ def _add_fork_guard(engine: sa.Engine) -> None:
 _NODES = ty.cast(sa.Table, models.ComputeNode.__table__)
 _DEVICES = ty.cast(sa.Table, models.PciDevice.__table__)
 _INSTANCES = ty.cast(sa.Table, models.Instance.__table__)
-_ID, _SEEN = sa.bindparam("b_id"), sa.bindparam("b_seen")
-_NODE, _KEY = sa.bindparam("b_node"), sa.bindparam("b_key")
-_UUID = sa.bindparam("b_uuid")
+_ID: sa.BindParameter[int] = sa.bindparam("b_id")
+_SEEN: sa.BindParameter[int] = sa.bindparam("b_seen")
+_NODE: sa.BindParameter[int] = sa.bindparam("b_node")
+_KEY: sa.BindParameter[str] = sa.bindparam("b_key")
+_UUID: sa.BindParameter[str] = sa.bindparam("b_uuid")
 
 _LIVE_NODE = sa.and_(_NODES.c.id == _ID, _NODES.c.deleted == 0)
 # SELECT id, generation FROM compute_nodes
@@ -273,8 +276,21 @@ _DELETE_INSTANCE = sa.delete(_INSTANCES).where(_INSTANCES.c.uuid == _UUID)
 
 def _write(conn: sa.Connection, statement: sa.Executable,
            params: dict[str, ty.Any]) -> sa.CursorResult[ty.Any]:
-    """Execute an INSERT/UPDATE/DELETE (typed for rowcount and keys)."""
+    """Execute an INSERT/UPDATE/DELETE through SQLAlchemy (typed for keys)."""
     return conn.execute(statement, params)
+
+
+_RUNNERS: dict[str, direct.Runner] = {}
+
+
+def _dml(conn: sa.Connection, statement: sa.Executable,
+         params: dict[str, ty.Any]) -> int:
+    """Execute a hot-path INSERT/UPDATE/DELETE directly; rows matched."""
+    dialect = conn.dialect
+    runner = _RUNNERS.get(dialect.name)
+    if runner is None:
+        runner = _RUNNERS[dialect.name] = direct.Runner(dialect)
+    return runner.execute(conn, statement, params)
 
 
 # --- compute nodes -----------------------------------------------------------
@@ -318,8 +334,7 @@ def bump_generation(conn: sa.Connection, node_id: int, seen: int) -> int:
 
     :raises: ConcurrentUpdateDetected when ``seen`` is no longer current.
     """
-    result = _write(conn, _BUMP_GENERATION, {"b_id": node_id, "b_seen": seen})
-    if result.rowcount != 1:
+    if _dml(conn, _BUMP_GENERATION, {"b_id": node_id, "b_seen": seen}) != 1:
         raise db_exc.ConcurrentUpdateDetected(node=node_id, generation=seen)
     return seen + 1
 
@@ -346,19 +361,19 @@ def update_device(conn: sa.Connection, node_id: int, device_key: str,
     :raises: DatabaseError if no such live row exists (the caller's view
         of the node is wrong; the transaction must not commit).
     """
-    result = _write(conn, _UPDATE_DEVICE,
-                    dict(values, b_node=node_id, b_key=device_key))
-    if result.rowcount != 1:
+    matched = _dml(conn, _UPDATE_DEVICE,
+                   dict(values, b_node=node_id, b_key=device_key))
+    if matched != 1:
         raise db_exc.DatabaseError(
             reason="device %s of node %d matched %d live rows, expected 1"
-            % (device_key, node_id, result.rowcount))
+            % (device_key, node_id, matched))
 
 
 def soft_delete_device(conn: sa.Connection, node_id: int, device_key: str,
                        status: str) -> None:
     """Mark the live row ``device_key`` deleted (``deleted = id``)."""
-    _write(conn, _SOFT_DELETE_DEVICE,
-           {"b_node": node_id, "b_key": device_key, "status": status})
+    _dml(conn, _SOFT_DELETE_DEVICE,
+         {"b_node": node_id, "b_key": device_key, "status": status})
 
 
 # --- instances ---------------------------------------------------------------
@@ -370,13 +385,13 @@ def get_instances(conn: sa.Connection, node_id: int) -> list[sa.Row[ty.Any]]:
 
 def insert_instance(conn: sa.Connection, node_id: int,
                     values: dict[str, ty.Any]) -> None:
-    _write(conn, _INSERT_INSTANCE, dict(values, compute_node_id=node_id))
+    _dml(conn, _INSERT_INSTANCE, dict(values, compute_node_id=node_id))
 
 
 def set_instance_status(conn: sa.Connection, instance_uuid: str,
                         status: str) -> None:
-    _write(conn, _UPDATE_INSTANCE, {"b_uuid": instance_uuid, "status": status})
+    _dml(conn, _UPDATE_INSTANCE, {"b_uuid": instance_uuid, "status": status})
 
 
 def delete_instance(conn: sa.Connection, instance_uuid: str) -> None:
-    _write(conn, _DELETE_INSTANCE, {"b_uuid": instance_uuid})
+    _dml(conn, _DELETE_INSTANCE, {"b_uuid": instance_uuid})

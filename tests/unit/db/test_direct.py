@@ -1,0 +1,165 @@
+"""The direct DML path (``pci_vgpu.db.direct``) on real databases.
+
+It bypasses SQLAlchemy's execution machinery, so these tests pin what it
+must keep: the same SQL effects as Core, oslo.db's error translation, the
+pool's disconnect handling (the tracker has no ping at checkout and
+relies on ``retry_on_disconnect``), and refusal of what it cannot run.
+"""
+
+from __future__ import annotations
+
+import json
+import typing as ty
+import uuid
+
+from oslo_db import exception as oslo_db_exc
+import pytest
+import sqlalchemy as sa
+
+from pci_vgpu.db import api as db_api
+from pci_vgpu.db import direct
+from pci_vgpu import manager
+from tests.fixtures import db as db_fixture
+from tests.fixtures.db import db_url  # noqa: F401  (pytest fixture)
+from tests.unit.db import inventory as inv
+
+INSTANCE = "33333333-3333-4333-8333-333333333333"
+
+
+@pytest.fixture
+def database(db_url: str) -> ty.Iterator[db_api.Database]:  # noqa: F811
+    db = db_api.Database(db_url)
+    db.sync()
+    yield db
+    db.dispose()
+
+
+def _instance_values(uuid_: str) -> dict[str, ty.Any]:
+    return {"uuid": uuid_, "name": "vm", "status": "claimed",
+            "pci_requests": "[]", "numa_cells": json.dumps([0])}
+
+
+def _node(db: db_api.Database) -> int:
+    with db.writer() as conn:
+        return db_api.get_or_create_compute_node(conn, "cn-direct")[0]
+
+
+def test_writes_what_core_would(database: db_api.Database) -> None:
+    node = _node(database)
+    with database.writer() as conn:
+        db_api.insert_instance(conn, node, _instance_values(INSTANCE))
+        db_api.set_instance_status(conn, INSTANCE, "allocated")
+        assert db_api.bump_generation(conn, node, 0) == 1
+    with database.reader() as conn:
+        row = conn.execute(sa.text(
+            "SELECT i.status, i.numa_cells, i.created_at, i.updated_at, "
+            "n.generation FROM instances i JOIN compute_nodes n "
+            "ON n.id = i.compute_node_id")).one()
+    assert (row.status, row.numa_cells, row.generation) == (
+        "allocated", "[0]", 1)
+    assert row.created_at is not None and row.updated_at is not None
+    with database.writer() as conn:
+        db_api.delete_instance(conn, INSTANCE)
+        assert db_api.get_instances(conn, node) == []
+
+
+def test_stale_generation_matches_no_row(database: db_api.Database) -> None:
+    node = _node(database)
+    with pytest.raises(Exception) as err:
+        with database.writer() as conn:
+            db_api.bump_generation(conn, node, 7)
+    assert "generation 7 is no longer current" in str(err.value)
+
+
+def test_duplicate_is_translated_by_oslo_db(database: db_api.Database) -> None:
+    node = _node(database)
+    with database.writer() as conn:
+        db_api.insert_instance(conn, node, _instance_values(INSTANCE))
+    with pytest.raises(oslo_db_exc.DBDuplicateEntry):
+        with database.writer() as conn:
+            db_api.insert_instance(conn, node, _instance_values(INSTANCE))
+    with database.reader() as conn:
+        assert len(db_api.get_instances(conn, node)) == 1
+
+
+def test_update_of_missing_device_refuses_commit(
+        database: db_api.Database) -> None:
+    node = _node(database)
+    with pytest.raises(Exception, match="device 0000:99:00.0 of node"):
+        with database.writer() as conn:
+            db_api.bump_generation(conn, node, 0)
+            db_api.update_device(conn, node, "0000:99:00.0",
+                                 {"status": "claimed"})
+    with database.reader() as conn:
+        assert db_api.get_generation(conn, node) == 0
+
+
+def _kill_connections(db: db_api.Database, url: str) -> int:
+    """Terminate every server connection of ``db``'s database; count them."""
+    admin = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with admin.connect() as conn:
+            if admin.dialect.name == "postgresql":
+                return len(conn.execute(sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid()")).all())
+            ids = conn.execute(sa.text(
+                "SELECT id FROM information_schema.processlist "
+                "WHERE db = DATABASE() AND id <> CONNECTION_ID()")).scalars()
+            killed = 0
+            for ident in list(ids):
+                conn.execute(sa.text("KILL %d" % int(ident)))
+                killed += 1
+            return killed
+    finally:
+        admin.dispose()
+
+
+@pytest.mark.parametrize("backend", db_fixture.backend_params()[1:])
+def test_dropped_connection_is_retried(backend: str) -> None:
+    """A server dropped the pooled connection: the next write still works."""
+    with db_fixture.Database(backend) as scratch:
+        database = db_api.Database(scratch.url)
+        database.sync()
+        try:
+            _claim_after_kill(database, scratch.url)
+        finally:
+            database.dispose()
+
+
+def _claim_after_kill(database: db_api.Database, url: str) -> None:
+    tracker = manager.PciDevTracker(database, "cn-drop")
+    tracker.update_devices_from_hypervisor_resources(
+        inv.report(inv.default_host()))
+    assert _kill_connections(database, url) >= 1
+    claimed = tracker.claim_instance(str(uuid.uuid4()), [inv.vgpu_request()])
+    assert len(claimed) == 1
+
+
+def test_refuses_what_it_cannot_run(database: db_api.Database) -> None:
+    runner = direct.Runner(database.engine.dialect)
+    with database.writer() as conn:
+        with pytest.raises(direct.UnsupportedStatement, match="parameter x"):
+            runner.execute(conn, db_api._DELETE_INSTANCE,
+                           {"b_uuid": INSTANCE, "x": object()})
+        with pytest.raises(direct.UnsupportedStatement, match="only INSERT"):
+            runner.execute(conn, db_api._SELECT_GENERATION, {"b_id": 1})
+
+
+@pytest.mark.parametrize("backend", db_fixture.backend_params()[1:])
+def test_dropped_connection_is_retried_on_read(backend: str) -> None:
+    """Reads, too, survive a server that dropped the pooled connections."""
+    with db_fixture.Database(backend) as scratch:
+        database = db_api.Database(scratch.url)
+        database.sync()
+        try:
+            tracker = manager.PciDevTracker(database, "cn-read")
+            tracker.update_devices_from_hypervisor_resources(
+                inv.report(inv.default_host()))
+            expected = len(tracker.devices())
+            assert _kill_connections(database, scratch.url) >= 1
+            assert len(manager.PciDevTracker(database, "cn-read").devices()) \
+                == expected
+        finally:
+            database.dispose()
