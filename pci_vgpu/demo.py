@@ -80,17 +80,20 @@ def libvirt_steps() -> list[Step]:
 def xenserver_steps() -> list[Step]:
     conn = ["--connection", "xenserver"]
     return [
-        Step("The XAPI simulator: two GRID K2 boards, four pGPUs.",
-             ["host", "inventory", "-c", "dev_id", "-c", "address", "-c", "vgpu_types",
-              "-c", "status"] + conn),
+        Step("The XAPI simulator: two GRID K2 boards, four pGPUs; [xenserver] "
+             "pci_numa_nodes puts board A on NUMA node 0, board B on node 1.",
+             ["host", "inventory", "-c", "dev_id", "-c", "address", "-c", "numa_node",
+              "-c", "vgpu_types", "-c", "status"] + conn),
         Step("Pools of the K2 pGPUs.", ["pool", "list"] + POOL_VIEW + conn),
         Step("Five K280Q do not fit: each pGPU hosts one.",
              ["flavor", "explain", "k2-k280q-x5", "-c", "pool", "-c", "verdict",
               "-c", "detail"] + conn, expect_rc=1),
         Step("k2-medium fits.", ["flavor", "explain", "k2-medium"] + EXPLAIN_VIEW + conn),
-        Step("Boot two guests with a K240Q vGPU each (pack: same pGPU).",
+        Step("Boot two guests with a K240Q vGPU each: one anywhere (pack: the first "
+             "pGPU), one bound to NUMA node 1 (board B).",
              ["server", "create", "vm-k2-a", "--flavor", "k2-medium"] + conn),
-        Step("", ["server", "create", "vm-k2-b", "--flavor", "k2-medium"] + conn),
+        Step("", ["server", "create", "vm-k2-b", "--flavor", "k2-medium",
+                  "--numa-node", "1"] + conn),
         Step("XAPI cannot add a vGPU to a running VM: the attach is rolled back.",
              ["server", "attach", "vm-k2-a", "--flavor", "k2-medium"] + conn, expect_rc=1),
         Step("Guests and their VGPUs.", ["server", "list"] + conn),

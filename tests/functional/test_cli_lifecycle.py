@@ -1,7 +1,8 @@
 """The whole life of guests with vGPUs, through the CLI, on both drivers.
 
 libvirt: the bundled test host (V100 on NUMA 0, T4 on NUMA 1).
-XenServer: the bundled XAPI simulator (four GRID K2 pGPUs, no NUMA).
+XenServer: the bundled XAPI simulator (four GRID K2 pGPUs; the bundled
+``[xenserver] pci_numa_nodes`` puts board A on NUMA 0 and board B on NUMA 1).
 """
 
 from __future__ import annotations
@@ -100,7 +101,11 @@ def test_xenserver_lifecycle(cli):
     rows = cli.json("flavor", "explain", "k2-k280q-x5", *XEN, expect=1)
     assert rows[-1]["detail"] == "5 wanted, 4 usable"
     cli("server", "create", "vm-a", "--flavor", "k2-medium", *XEN)
-    cli("server", "create", "vm-b", "--flavor", "k2-medium", *XEN)
+    # [xenserver] pci_numa_nodes (bundled defaults) puts board B on node 1
+    vm_b = cli.json("server", "create", "vm-b", "--flavor", "k2-medium", "--numa-node", "1",
+                    *XEN)
+    assert vm_b["numa_node"] == 1
+    assert vm_b["devices"][0]["parent_addr"] in ("0000:85:00.0", "0000:86:00.0")
     guests = {s["name"]: s for s in cli.json("server", "list", *XEN)}
     assert set(guests) == {"vm-a", "vm-b"} and all(g["running"] for g in guests.values())
     free = sum(v for (_, t), v in pools_by_type(cli.json("pool", "list", *XEN)).items()
