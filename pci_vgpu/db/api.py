@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import typing as ty
 
 from oslo_config import cfg
@@ -91,6 +92,10 @@ class Database:
         self.url = _validate_url(connection)
         self.safe_url = mask_url(self.url)
         self._engine: sa.Engine | None = None
+        #: Per thread: (pid, the connection writers of that thread reuse).
+        self._local = threading.local()
+        #: Every connection a writer thread held, with its process id.
+        self._held: list[tuple[int, sa.Connection]] = []
 
     @classmethod
     def from_config(cls, conf: cfg.ConfigOpts) -> Database:
@@ -109,11 +114,32 @@ class Database:
     def writer(self) -> ty.Iterator[sa.Connection]:
         """A connection in a read-write transaction, committed on exit.
 
+        Each thread reuses one connection for its writes (a pool checkout
+        and check-in per transaction cost as much as the statements of a
+        small one); a nested writer gets a connection of its own.
+
         :raises: oslo.db's DBError family (DBDeadlock, DBDuplicateEntry,
             DBConnectionError ...) translated from the driver's errors.
         """
-        with self.engine.begin() as conn:
+        conn = self._thread_connection()
+        if conn.in_transaction():
+            with self.engine.begin() as other:
+                yield other
+            return
+        with conn.begin():
             yield conn
+
+    def _thread_connection(self) -> sa.Connection:
+        held = getattr(self._local, "held", None)
+        if held is not None and held[0] == os.getpid() and not held[1].closed:
+            return ty.cast(sa.Connection, held[1])
+        # None yet, or inherited from the parent of a fork: the parent
+        # still uses that one (it stays referenced in _held, never closed
+        # here, so no ROLLBACK reaches the parent's session).
+        conn = self.engine.connect()
+        self._local.held = (os.getpid(), conn)
+        self._held.append((os.getpid(), conn))
+        return conn
 
     @contextlib.contextmanager
     def reader(self) -> ty.Iterator[sa.Connection]:
@@ -128,7 +154,14 @@ class Database:
         migration.upgrade(self.engine)
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (and those writers hold)."""
+        for pid, conn in self._held:
+            if pid != os.getpid() or conn.closed:
+                continue
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                conn.close()
+        self._held = []
+        self._local = threading.local()
         if self._engine is not None:
             self._engine.dispose()
 
@@ -200,7 +233,12 @@ def _sqlite_engine(url: sa.URL) -> sa.Engine:
     @event.listens_for(engine, "begin")
     def _begin(conn: sa.Connection) -> None:
         read_only = conn.get_execution_options().get(_READ_ONLY)
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        sql = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+        try:
+            # Straight to the driver: this runs once per transaction.
+            conn.connection.dbapi_connection.execute(sql)  # type: ignore[union-attr]
+        except Exception as exc:
+            conn._handle_dbapi_exception(exc, sql, None, None, None)
 
     return engine
 
