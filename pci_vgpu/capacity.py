@@ -69,11 +69,16 @@ class GpuState:
     in_use: dict[str, int] = dataclasses.field(default_factory=dict)
     #: One of :data:`WHOLE_STATES`.
     whole: str = WHOLE_ABSENT
+    #: vGPUs that exist on the GPU with a type it does not offer here (a
+    #: device_spec narrowed the types): their share is unknown, so while
+    #: any exists nothing new is created (spares stay usable).
+    foreign: int = 0
 
     def copy(self) -> GpuState:
         """Independent copy; cheaper than ``copy.deepcopy`` (flat dicts)."""
         return GpuState(self.address, self.sharing, dict(self.max_instances),
-                        dict(self.existing), dict(self.in_use), self.whole)
+                        dict(self.existing), dict(self.in_use), self.whole,
+                        self.foreign)
 
 
 def new_gpu_state(address: str, sharing: str,
@@ -137,7 +142,7 @@ def vgpus_blocked(state: GpuState) -> bool:
 def creatable(state: GpuState, type_id: str) -> int:
     """New vGPUs of ``type_id`` that could still be created on the GPU."""
     maximum = state.max_instances.get(type_id, 0)
-    if not maximum or vgpus_blocked(state):
+    if not maximum or vgpus_blocked(state) or state.foreign:
         return 0
     if state.sharing == ONE_TYPE:
         if locking_type(state, type_id) is not None:
@@ -202,6 +207,9 @@ def explain_no_capacity(state: GpuState, type_id: str) -> str:
         return "type not supported by the GPU"
     if vgpus_blocked(state):
         return "the GPU is given whole to a guest"
+    if state.foreign and not spare(state, type_id):
+        return ("the GPU hosts %d vGPU(s) of a type not offered here"
+                % state.foreign)
     other = locking_type(state, type_id)
     if other is not None:
         return ("the GPU hosts vGPU type %s and can host one type at a time"

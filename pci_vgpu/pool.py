@@ -28,7 +28,8 @@ from pci_vgpu import pool_errors
 KEY_FIELDS = ("vendor_id", "product_id", "numa_node", "dev_type", "address")
 #: Tags of a vGPU pool that describe its GPU state (scheduler side).
 VGPU_TAGS = ("vgpu_type", "vgpu_names", "vgpu_max", "vgpu_existing",
-             "vgpu_in_use", "vgpu_sharing", "vgpu_whole", "vgpu_backend")
+             "vgpu_in_use", "vgpu_sharing", "vgpu_whole", "vgpu_backend",
+             "vgpu_foreign")
 #: Tag of a vGPU-capable GPU's whole-device pool: the GPU it is.
 GPU_TAG = "vgpu_gpu"
 #: Tag of a GPU's pools when the GPU has a parent (an SR-IOV VF GPU).
@@ -182,7 +183,7 @@ def to_dict(pool: Pool) -> dict[str, ty.Any]:
             "vgpu_existing": str(gpu.existing.get(vtype, 0)),
             "vgpu_in_use": str(gpu.in_use.get(vtype, 0)),
             "vgpu_sharing": gpu.sharing, "vgpu_whole": gpu.whole,
-            "vgpu_backend": pool.backend})
+            "vgpu_backend": pool.backend, "vgpu_foreign": str(gpu.foreign)})
         if pool.parent:
             result[PARENT_TAG] = pool.parent
     elif isinstance(pool, DevicePool) and pool.gpu is not None:
@@ -236,6 +237,8 @@ def gpu_from_dicts(address: str,
         vtype = str(p["vgpu_type"])
         gpu.existing[vtype] = _int_tag(p, "vgpu_existing")
         gpu.in_use[vtype] = _int_tag(p, "vgpu_in_use")
+    gpu.foreign = _int_tag(first, "vgpu_foreign") \
+        if "vgpu_foreign" in first else 0
     return gpu
 
 

@@ -226,19 +226,18 @@ class DeviceBook:
             self._busy_children[c.parent] = \
                 self._busy_children.get(c.parent, 0) + sign
         gpu = self.gpus.get(c.gpu or "")
-        if gpu is None or c.vgpu_type not in gpu.max_instances:
-            if gpu is not None and c.vgpu_type and sign > 0:
-                LOG.warning("vGPU %(key)s has type %(type)s that GPU "
-                            "%(gpu)s does not report; not counted",
-                            {"key": c.key, "type": c.vgpu_type,
-                             "gpu": c.gpu})
+        if gpu is None or not c.exists:
+            return
+        if c.vgpu_type not in gpu.max_instances:
+            # A type the GPU does not offer (narrowed by device_spec, or
+            # unknown): it still occupies the GPU.
+            gpu.foreign += sign
             return
         vtype = c.vgpu_type
-        if c.exists:
-            gpu.existing[vtype] = gpu.existing.get(vtype, 0) + sign
+        gpu.existing[vtype] = gpu.existing.get(vtype, 0) + sign
         if c.in_use:
             gpu.in_use[vtype] = gpu.in_use.get(vtype, 0) + sign
-        if c.exists and not c.in_use:
+        else:
             spares = self.spares.setdefault((gpu.address, vtype), {})
             if sign > 0:
                 spares[c.key] = self.devs[c.key]

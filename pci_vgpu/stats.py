@@ -83,8 +83,8 @@ class _Journal:
 
     def rollback(self) -> None:
         for gpu, old in self._gpus.values():
-            gpu.existing, gpu.in_use, gpu.whole = (old.existing, old.in_use,
-                                                   old.whole)
+            gpu.existing, gpu.in_use, gpu.whole, gpu.foreign = (
+                old.existing, old.in_use, old.whole, old.foreign)
         for p, stored in self._stored.values():
             p.stored = stored
         if self._family is not None:

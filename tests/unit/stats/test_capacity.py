@@ -185,3 +185,14 @@ def test_random_consumption_never_exceeds_capacity(
             assert gpu.in_use.get(t, 0) <= n <= maxes[t]
         if sharing == capacity.ONE_TYPE:
             assert len([t for t, n in gpu.existing.items() if n]) <= 1
+
+
+def test_foreign_vgpus_stop_creation_but_not_reuse() -> None:
+    gpu = _gvt()
+    capacity.consume_instance(gpu, "i915-GVTg_V5_8")
+    capacity.release_instance(gpu, "i915-GVTg_V5_8", destroy=False)
+    gpu.foreign = 1
+    assert capacity.free_instances(gpu, "i915-GVTg_V5_8") == 1  # the spare
+    assert capacity.free_instances(gpu, "i915-GVTg_V5_2") == 0
+    assert "not offered" in capacity.explain_no_capacity(gpu, "i915-GVTg_V5_2")
+    assert gpu.copy() == gpu

@@ -339,3 +339,17 @@ def test_deepcopy_is_independent(host: ty.Any) -> None:
     assert len(got) == 5 and list(s) == before
     assert counts(twin)[(GPU0, "nvidia-222")] == 0
     assert counts(twin)[("0000:99:00.0", "nvidia-222")] == 4
+
+
+def test_mdev_of_a_type_not_offered_still_occupies_its_gpu() -> None:
+    """device_spec narrowed the GPU to nvidia-222; an nvidia-223 mdev exists."""
+    gpu = inv.create_gpu(GPU0, 0, {"nvidia-222": 4})
+    other = inv.create_mdev(gpu, "nvidia-223")
+    s, devs = build([gpu, other])
+    assert counts(s)[(GPU0, "nvidia-222")] == 0
+    sched = stats.PciDeviceStats(stats=s.to_device_pools_obj())
+    assert counts(sched)[(GPU0, "nvidia-222")] == 0
+    verdict = s.explain([inv.request(1, ["nvidia-222"])]).requests[0].pools[0]
+    assert "not offered" in verdict.detail
+    s.remove_device(devs[1])
+    assert counts(s)[(GPU0, "nvidia-222")] == 4
