@@ -28,6 +28,7 @@ from pci_vgpu.virt.noop import attr
 
 if ty.TYPE_CHECKING:
     from pci_vgpu.objects.pci_device import PciDevice
+    from pci_vgpu.reconcile import Finding
 
 LOG = logging.getLogger(__name__)
 
@@ -137,24 +138,12 @@ class Server:
     running: bool | None
 
 
-@dataclasses.dataclass
-class Finding:
-    """One difference between the database and the hypervisor."""
-
-    #: "leaked-claim" | "orphan-vgpu" | "missing-vgpu"
-    kind: str
-    #: Instance UUID (leaked claim) or vGPU UUID / VF address.
-    subject: str
-    detail: str
-    fixed: bool = False
-
-
 def device_name(dev: PciDevice) -> str:
     """How an operator names a device: mdev UUID, else PCI address."""
     return str(attr(dev, "mdev_uuid") or attr(dev, "address") or "?")
 
 
-def _is_vgpu(dev: PciDevice) -> bool:
+def is_vgpu(dev: PciDevice) -> bool:
     return bool(attr(dev, "mdev_uuid")) or bool(
         attr(dev, "dev_type") == "type-VF" and dev.extra_info.get("vgpu_type"))
 
@@ -255,7 +244,7 @@ class ComputeService:
 
     def _prepare_all(self, devices: ty.Sequence[PciDevice], undo: _Undo) -> None:
         for dev in devices:
-            if not _is_vgpu(dev):
+            if not is_vgpu(dev):
                 continue
             self.driver.prepare_vgpu(dev)
             undo.push("removed vGPU %s" % device_name(dev),
@@ -276,7 +265,7 @@ class ComputeService:
             self.driver.destroy(found.uuid)
             step = "removing vGPUs"
             for dev in found.devices:
-                if _is_vgpu(dev):
+                if is_vgpu(dev):
                     self.driver.release_vgpu(dev)
             step = "freeing devices"
             self.tracker.free(found.uuid)
@@ -328,7 +317,7 @@ class ComputeService:
         try:
             self.driver.detach_devices(found.uuid, [dev])
             step = "removing the vGPU"
-            if _is_vgpu(dev):
+            if is_vgpu(dev):
                 self.driver.release_vgpu(dev)
             step = "freeing the device"
             self.tracker.free_devices(found.uuid, [dev])
@@ -368,105 +357,15 @@ class ComputeService:
     def reconcile(self, apply: bool = False) -> list[Finding]:
         """Compare database, hypervisor vGPUs and guests; fix with ``apply``.
 
-        * leaked claim: the database holds devices for an instance the
-          hypervisor has no guest for -> free them (and their vGPUs);
-        * orphan vGPU: a vGPU exists that no claimed/allocated device owns
-          -> remove it;
-        * missing vGPU: an allocated vGPU whose mdev is gone -> re-create it
-          with its recorded UUID.
+        See :mod:`pci_vgpu.reconcile` for what is found and how it is fixed.
         """
-        guests = {g.uuid: g for g in self.driver.list_guests()}
-        findings = self._leaked_claims(guests, apply)
-        findings += self._orphan_vgpus(guests, apply)
-        findings += self._missing_vgpus(guests, apply)
-        return findings
-
-    def _leaked_claims(self, guests: dict[str, virt_driver.GuestInfo],
-                       apply: bool) -> list[Finding]:
-        findings = []
-        for record in self.tracker.instances():
-            if record.uuid in guests:
-                continue
-            devices = self.tracker.devices_of(record.uuid)
-            finding = Finding(
-                kind="leaked-claim", subject=record.uuid,
-                detail="server %s holds %d device(s) (%s) but the hypervisor has no such "
-                       "guest" % (record.name, len(devices), record.status))
-            if apply:
-                self._fix(finding, functools.partial(self._free_leak, record.uuid, devices))
-            findings.append(finding)
-        return findings
-
-    def _free_leak(self, uuid: str, devices: ty.Sequence[PciDevice]) -> None:
-        for dev in devices:
-            if _is_vgpu(dev):
-                self.driver.release_vgpu(dev)
-        self.tracker.free(uuid)
-
-    def _orphan_vgpus(self, guests: dict[str, virt_driver.GuestInfo],
-                      apply: bool) -> list[Finding]:
-        owned = {attr(d, "mdev_uuid") for r in self.tracker.instances()
-                 for d in self.tracker.devices_of(r.uuid)}
-        in_guests = {u for g in guests.values() for u in g.mdev_uuids}
-        findings = []
-        for vgpu in self.driver.list_vgpus():
-            if not vgpu.mdev_uuid or vgpu.mdev_uuid in owned or vgpu.mdev_uuid in in_guests:
-                continue
-            finding = Finding(
-                kind="orphan-vgpu", subject=vgpu.mdev_uuid,
-                detail="vGPU of type %s on GPU %s is held by no server and attached to no "
-                       "guest" % (vgpu.vgpu_type, vgpu.parent_addr))
-            if apply:
-                self._fix(finding, functools.partial(self.driver.release_vgpu, _vgpu_device(vgpu)))
-            findings.append(finding)
-        return findings
-
-    def _missing_vgpus(self, guests: dict[str, virt_driver.GuestInfo],
-                       apply: bool) -> list[Finding]:
-        present = {v.mdev_uuid for v in self.driver.list_vgpus()}
-        findings = []
-        for record in self.tracker.instances():
-            if record.uuid not in guests:
-                continue  # reported as a leaked claim
-            for dev in self.tracker.devices_of(record.uuid):
-                uuid = attr(dev, "mdev_uuid")
-                if not uuid or uuid in present:
-                    continue
-                finding = Finding(
-                    kind="missing-vgpu", subject=uuid,
-                    detail="server %s owns vGPU %s (type %s on GPU %s) but the host lacks "
-                           "it" % (record.name, uuid, dev.vgpu_type, attr(dev, "parent_addr")))
-                if apply:
-                    self._fix(finding, functools.partial(self.driver.prepare_vgpu, dev))
-                findings.append(finding)
-        return findings
-
-    @staticmethod
-    def _fix(finding: Finding, action: ty.Callable[[], None]) -> None:
-        """Apply one fix; a failure is written into the finding, not raised.
-
-        One stubborn vGPU must not stop the other repairs.
-        """
-        try:
-            action()
-            finding.fixed = True
-        except Exception as exc:  # noqa: BLE001 - reported in the finding
-            finding.detail += "; fix failed: %s" % _reason(exc)
+        from pci_vgpu import reconcile as _reconcile
+        return _reconcile.run(self, apply)
 
 
 def _check_size(what: str, value: ty.Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidGuestSize(what=what, value=value, minimum=minimum)
-
-
-def _vgpu_device(vgpu: virt_driver.VgpuInfo) -> PciDevice:
-    """A device record for a vGPU the database does not hold (to remove it)."""
-    from pci_vgpu.objects import pci_device
-    dev = pci_device.PciDevice(
-        address=None, parent_addr=vgpu.parent_addr, mdev_uuid=vgpu.mdev_uuid,
-        dev_type="mdev", extra_info={"mdev_type": vgpu.vgpu_type,
-                                     "vgpu_backend": vgpu.backend})
-    return dev
 
 
 def _majority_node(devices: ty.Sequence[PciDevice]) -> int | None:

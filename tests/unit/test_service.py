@@ -25,6 +25,7 @@ from oslo_config import cfg
 from pci_vgpu import conf as pci_conf
 from pci_vgpu import devspec
 from pci_vgpu import manager
+from pci_vgpu import reconcile
 from pci_vgpu import request
 from pci_vgpu import service as svc
 from pci_vgpu import service_tracker
@@ -214,7 +215,7 @@ def test_reconcile_finds_and_fixes_leak_orphan_and_missing(service, conf):
     kept = service.create_server("kept", reqs(conf, "v100:1"), numa_node=0)
     service.driver.destroy(leaked.uuid)                  # guest vanished
     orphan = service_tracker.attachment_uuid(kept.uuid, str(uuid.uuid4()))
-    service.driver.prepare_vgpu(svc._vgpu_device(noop.driver.VgpuInfo(
+    service.driver.prepare_vgpu(reconcile.vgpu_device(noop.driver.VgpuInfo(
         mdev_uuid=orphan, parent_addr="0000:06:00.0", vgpu_type="nvidia-181", backend="mdev")))
     service.driver.release_vgpu(kept.devices[0])        # mdev lost (host reboot)
 
