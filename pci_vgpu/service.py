@@ -50,6 +50,12 @@ class InvalidNumaNode(exception.Invalid):
     msg_fmt = "NUMA node %(node)r is not valid: give an integer >= 0."
 
 
+class NoDevicesRequested(exception.Invalid):
+    msg_fmt = ("%(operation)s of server %(server)s asks for no device: the flavor needs "
+               "pci_passthrough:alias=<alias>:<count> (pci-vgpu manages guests with "
+               "PCI devices or vGPUs only).")
+
+
 class InvalidServerName(exception.Invalid):
     msg_fmt = ("Server name %(name)r is not valid: use 1 to 255 printable characters, "
                "not only spaces.")
@@ -209,6 +215,7 @@ class ComputeService:
             (after rolling back) when a claim, a vGPU or the guest fails.
         """
         self._check_new_server(name, numa_node)
+        _check_requests("Create", name, requests)
         _check_size("memory_mb", memory_mb, 1)
         _check_size("vcpus", vcpus, 1)
         uuid = uuidutils.generate_uuid()
@@ -282,6 +289,7 @@ class ComputeService:
             extra claim and vGPUs (the server keeps what it had).
         """
         found = self.get_server(server)
+        _check_requests("Attach", found.name, requests)
         undo = _Undo()
         step = "claiming devices"
         try:
@@ -361,6 +369,11 @@ class ComputeService:
         """
         from pci_vgpu import reconcile as _reconcile
         return _reconcile.run(self, apply)
+
+
+def _check_requests(operation: str, server: str, requests: ty.Any) -> None:
+    if not list(getattr(requests, "requests", requests) or ()):
+        raise NoDevicesRequested(operation=operation, server=server)
 
 
 def _check_size(what: str, value: ty.Any, minimum: int) -> None:

@@ -243,3 +243,13 @@ def test_bad_guest_size_is_refused(service, conf, kwargs, what):
     with pytest.raises(svc.InvalidGuestSize, match=what):
         service.create_server("vm1", reqs(conf, "t4:1"), **kwargs)
     assert service.list_servers() == []
+
+
+def test_a_flavor_without_devices_is_refused(service, conf):
+    no_devices = request.get_pci_requests_from_flavor({"extra_specs": {}}, conf)
+    with pytest.raises(svc.NoDevicesRequested, match="pci_passthrough:alias"):
+        service.create_server("vm1", no_devices)
+    service.create_server("vm1", reqs(conf, "t4:1"))
+    with pytest.raises(svc.NoDevicesRequested, match="vm1"):
+        service.attach("vm1", no_devices)
+    assert service.driver.list_guests()[0].name == "vm1"
