@@ -43,10 +43,14 @@ class ServerCreate(base.ShowOne):
         parser.add_argument("name", help="Server name (unique on this host).")
         _flavor_argument(parser)
         parser.add_argument("--numa-node", type=int, default=None, metavar="N",
-                            help="Host NUMA node the guest must run on; its devices "
-                                 "are then taken from that node.")
-        parser.add_argument("--memory", type=int, default=64, metavar="MB")
-        parser.add_argument("--vcpus", type=int, default=1)
+                            help="Host NUMA node the guest is bound to; devices are "
+                                 "chosen by each alias's numa_policy relative to it "
+                                 "(required: that node only).  Default: the node of "
+                                 "the devices picked.")
+        parser.add_argument("--memory", type=int, default=64, metavar="MB",
+                            help="Guest memory (default 64).")
+        parser.add_argument("--vcpus", type=int, default=1,
+                            help="Guest vCPUs (default 1).")
         self.add_connection_option(parser)
         return parser
 
