@@ -243,7 +243,9 @@ class PciDeviceStats:
             book.remove(key)
             self.add_device(dev)
             return
-        book.devs[key] = dev
+        book.devs[key] = dev  # the tracker may hand a fresh copy
+        if p is not None:
+            p.members[key] = dev
         book.recount(key)
 
     def _gpu_changed(self, key: str, dev: ty.Any) -> bool:

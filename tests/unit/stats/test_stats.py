@@ -353,3 +353,16 @@ def test_mdev_of_a_type_not_offered_still_occupies_its_gpu() -> None:
     assert "not offered" in verdict.detail
     s.remove_device(devs[1])
     assert counts(s)[(GPU0, "nvidia-222")] == 4
+
+
+def test_update_with_a_fresh_copy_of_the_device(host: ty.Any) -> None:
+    """The tracker may re-read devices: the copy replaces the old object."""
+    import copy
+
+    s, devs = host
+    vf = next(d for d in devs if d.address == "0000:42:00.1")
+    fresh = copy.copy(vf)
+    s.update_device(fresh)
+    got = s.consume_requests([inv.request(4, vendor_id=inv.AMD,
+                                          product_id=inv.MXGPU_VF)])
+    assert any(d is fresh for d in got) and not any(d is vf for d in got)
