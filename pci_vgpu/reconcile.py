@@ -12,6 +12,10 @@ Three kinds of drift, each reported as a :class:`Finding` and, with
 * **missing vGPU** -- a running server's allocated vGPU is gone from the host
   (a reboot lost a transient mdev): it is re-created with its recorded UUID.
 
+* **untracked guest** -- a guest uses devices, but no server of the database
+  holds it: its devices may be handed to another server.  Reported only:
+  adopting or deleting a guest is the operator's decision.
+
 A fix that fails is written into its finding and the others still run.
 """
 
@@ -50,6 +54,22 @@ def run(service: ComputeService, apply: bool) -> list[Finding]:
     findings = leaked_claims(service, guests, apply)
     findings += orphan_vgpus(service, guests, apply)
     findings += missing_vgpus(service, guests, apply)
+    findings += untracked_guests(service, guests)
+    return findings
+
+
+def untracked_guests(service: ComputeService, guests: Guests) -> list[Finding]:
+    known = {r.uuid for r in service.tracker.instances()}
+    findings = []
+    for guest in guests.values():
+        devices = list(guest.mdev_uuids) + list(guest.pci_addresses)
+        if guest.uuid in known or not devices:
+            continue
+        findings.append(Finding(
+            kind="untracked-guest", subject=guest.uuid,
+            detail="guest %s uses %s but no server holds it; delete the guest or free "
+                   "those devices by hand (not fixed automatically)"
+                   % (guest.name, ", ".join(devices))))
     return findings
 
 

@@ -56,6 +56,11 @@ class NoDevicesRequested(exception.Invalid):
                "PCI devices or vGPUs only).")
 
 
+class DeviceUsedByGuest(exception.PciVgpuException):
+    msg_fmt = ("device %(device)s is already used by guest %(guest)s (%(uuid)s), which "
+               "pci-vgpu does not track; see 'pci-vgpu host reconcile'")
+
+
 class InvalidServerName(exception.Invalid):
     msg_fmt = ("Server name %(name)r is not valid: use 1 to 255 printable characters, "
                "not only spaces.")
@@ -206,6 +211,9 @@ class ComputeService:
         """
         return self.driver.init_host(self.tracker.allocated_devices())
 
+    def _resync(self) -> None:
+        self.sync_inventory()
+
     # --- servers ---------------------------------------------------------
     def create_server(self, name: str, requests: ty.Any, numa_node: int | None = None,
                       memory_mb: int = 64, vcpus: int = 1) -> Server:
@@ -223,7 +231,11 @@ class ComputeService:
         step = "claiming devices"
         try:
             devices = self.tracker.claim(uuid, name, requests, numa_node)
+            # Runs last: freeing drops the rows of vGPUs that existed before
+            # the claim; the host still has them, so read it again.
+            undo.push("re-read the inventory", self._resync)
             undo.push("freed the claim", lambda: self.tracker.free(uuid))
+            self._refuse_foreign(devices, uuid)
             step = "creating vGPUs"
             self._prepare_all(devices, undo)
             guest_node = numa_node if numa_node is not None else _majority_node(devices)
@@ -248,6 +260,23 @@ class ComputeService:
         for record in self.tracker.instances():
             if record.name == name:
                 raise ServerNameInUse(name=name, uuid=record.uuid)
+
+    def _refuse_foreign(self, devices: ty.Sequence[PciDevice], owner: str) -> None:
+        """Refuse devices another guest already uses (never touch them).
+
+        The database may list a vGPU made outside pci-vgpu as free while a
+        guest uses it; giving it to a second guest would break both.  The
+        claim is then rolled back and ``host reconcile`` names the guest.
+
+        :raises: DeviceUsedByGuest naming the device and the guest.
+        """
+        users = {key: guest for guest in self.driver.list_guests() if guest.uuid != owner
+                 for key in guest.mdev_uuids + guest.pci_addresses}
+        for dev in devices:
+            guest = users.get(device_name(dev))
+            if guest is not None:
+                raise DeviceUsedByGuest(device=device_name(dev), guest=guest.name,
+                                        uuid=guest.uuid)
 
     def _prepare_all(self, devices: ty.Sequence[PciDevice], undo: _Undo) -> None:
         for dev in devices:
@@ -294,7 +323,9 @@ class ComputeService:
         step = "claiming devices"
         try:
             added = self.tracker.claim_more(found.uuid, requests, found.numa_node)
+            undo.push("re-read the inventory", self._resync)
             undo.push("freed the new claim", lambda: self.tracker.free_devices(found.uuid, added))
+            self._refuse_foreign(added, found.uuid)
             step = "creating vGPUs"
             self._prepare_all(added, undo)
             step = "attaching devices"
