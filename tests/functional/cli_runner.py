@@ -45,6 +45,10 @@ class Cli:
     def json(self, *argv: str, expect: int = 0) -> ty.Any:
         return json.loads(self(*argv, "-f", "json", expect=expect))
 
+    def load_config(self) -> None:
+        """Load this runner's configuration into CONF, as a command would."""
+        config.load(self.base[1::2])
+
     def driver(self, name: str) -> virt_driver.VirtDriver:
         """The loaded embedded driver, to act behind pci-vgpu's back."""
         return connection.load(connection.Connection(name), pci_conf.CONF)
