@@ -253,3 +253,27 @@ def test_a_flavor_without_devices_is_refused(service, conf):
     with pytest.raises(svc.NoDevicesRequested, match="vm1"):
         service.attach("vm1", no_devices)
     assert service.driver.list_guests()[0].name == "vm1"
+
+
+class StuckVgpu(noop.NoopDriver):
+    """The kernel refuses to remove an mdev (still open by QEMU)."""
+
+    def release_vgpu(self, device: ty.Any) -> None:
+        raise virt_exc.VgpuRemoveFailed(driver="noop", mdev_uuid=device.mdev_uuid,
+                                        parent_addr=device.parent_addr, reason="device busy")
+
+
+def test_failed_vgpu_removal_keeps_the_devices_recorded(database, conf):
+    service = make_service(database, conf, StuckVgpu)
+    server = service.create_server("vm1", reqs(conf, "t4:1"))
+    with pytest.raises(svc.ServerOperationFailed) as err:
+        service.delete_server("vm1")
+    assert "removing vGPUs" in str(err.value) and "device busy" in str(err.value)
+    assert "still records" in str(err.value)
+    # the guest is gone, the vGPU is not: the database must not hand it out
+    assert service.driver.list_guests() == []
+    assert [d.mdev_uuid for d in service.get_server("vm1").devices] == \
+        [server.devices[0].mdev_uuid]
+    assert free_of(service, "nvidia-222") == 1
+    [finding] = service.reconcile()
+    assert finding.kind == "leaked-claim"
