@@ -121,6 +121,19 @@ class PciVgpuApp(app.App):
         for handler in set(root.handlers) - before:
             handler._pci_vgpu = True  # type: ignore[attr-defined]
 
+    def run(self, argv: list[str]) -> int:
+        """cliff's run; an interactive session that ends normally exits 0.
+
+        (cliff returns 1 after any interactive session.)
+        """
+        self._session_ended = False
+        result = int(super().run(argv))
+        return 0 if self._session_ended else result
+
+    def interact(self) -> None:
+        super().interact()
+        self._session_ended = True
+
     def initialize_app(self, argv: list[str]) -> None:
         config.load(self.options.config_file, self.options.config_dir)
 

@@ -79,3 +79,20 @@ def test_unreachable_database_is_one_line_without_password(tmp_path):
     assert result.stderr.startswith("ERROR: Database mysql+pymysql://u:***@127.0.0.1:1/x")
     assert len(result.stderr.strip().splitlines()) == 1
     assert "s3cret" not in result.stderr
+
+
+def test_interactive_shell_keeps_the_embedded_host_between_commands(tmp_path):
+    command = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "pci_vgpu.cli.app"]
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), HOME=str(tmp_path))
+    script = "\n".join([
+        "server create vm1 --flavor t4-small -f value -c numa_node",
+        "server list -f value -c name -c running",
+        "server delete vm1",
+        "server list -f value -c name",
+        "quit", ""])
+    result = subprocess.run(command, input=script, capture_output=True, text=True, env=env,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    assert lines[:2] == ["1", "vm1 True"] and lines[2].startswith("Deleted server vm1 (")
+    assert lines[3:] == []
