@@ -25,12 +25,6 @@ class CommandFailed(exception.PciVgpuException):
     msg_fmt = "%(command)s failed: %(reason)s"
 
 
-class CommandError(exception.PciVgpuException):
-    """A command found a problem it reports with a non-zero exit code."""
-
-    msg_fmt = "%(reason)s"
-
-
 def _wrap(cmd_name: str, exc: Exception) -> exception.PciVgpuException:
     if isinstance(exc, exception.PciVgpuException):
         return exc

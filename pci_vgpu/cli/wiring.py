@@ -2,9 +2,9 @@
 
 The database (``[database] connection``, SQLite in ``[host] state_dir`` by
 default) is upgraded to the newest schema the first time it is opened, so a
-fresh state directory just works.  Trackers are cached per (database,
-host): in-process runners chain commands on one tracker, as a compute
-service would.
+fresh state directory just works; it stays open for the process.  Each
+command builds its tracker anew: the tracker reloads what other processes
+wrote (its generation check), so nothing is cached here but the engine.
 """
 
 from __future__ import annotations
