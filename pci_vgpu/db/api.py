@@ -324,11 +324,15 @@ _RUNNERS: dict[str, direct.Runner] = {}
 def _dml(conn: sa.Connection, statement: sa.Executable,
          params: dict[str, ty.Any]) -> int:
     """Execute a hot-path INSERT/UPDATE/DELETE directly; rows matched."""
+    return _runner(conn).execute(conn, statement, params)
+
+
+def _runner(conn: sa.Connection) -> direct.Runner:
     dialect = conn.dialect
     runner = _RUNNERS.get(dialect.name)
     if runner is None:
         runner = _RUNNERS[dialect.name] = direct.Runner(dialect)
-    return runner.execute(conn, statement, params)
+    return runner
 
 
 # --- compute nodes -----------------------------------------------------------
@@ -387,9 +391,8 @@ def get_devices(conn: sa.Connection, node_id: int) -> list[sa.Row[ty.Any]]:
 def insert_device(conn: sa.Connection, node_id: int,
                   values: dict[str, ty.Any]) -> int:
     """Insert a live device row; returns its id."""
-    result = _write(conn, _INSERT_DEVICE,
-                    dict(values, compute_node_id=node_id))
-    return int(ty.cast(tuple[int], result.inserted_primary_key)[0])
+    return _runner(conn).insert(conn, _INSERT_DEVICE,
+                                dict(values, compute_node_id=node_id))
 
 
 def update_device(conn: sa.Connection, node_id: int, device_key: str,

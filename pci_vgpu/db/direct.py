@@ -19,9 +19,10 @@ What is kept from SQLAlchemy:
   still invalidates the pool (``wrap_db_retry`` relies on both).
 
 Limits, checked when a statement is compiled: DML only (no result rows
-are read back, only ``rowcount``), parameters are plain ``str``/``int``/
+are read back but ``rowcount`` and a new row's ``id``), parameters are plain ``str``/``int``/
 ``bool``/``None`` values (no type processing is applied, and none is needed
-for them), and no literal values that need a bind processor.
+for them).  Literals and column defaults are constants: they are bind-
+processed once, when their statement is compiled.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Runner:
         dialect_class: ty.Any = type(dialect)
         self._render: interfaces.Dialect = dialect_class(paramstyle=style)
         self._cache: dict[tuple[int, tuple[str, ...]], _Compiled] = {}
+        self._returning: dict[int, sa.Insert] = {}
 
     def compiled(self, statement: sa.Executable,
                  names: tuple[str, ...]) -> _Compiled:
@@ -66,14 +68,27 @@ class Runner:
                  names: tuple[str, ...]) -> _Compiled:
         if not isinstance(statement, (sa.Update, sa.Delete, sa.Insert)):
             raise UnsupportedStatement("only INSERT/UPDATE/DELETE run directly")
+        if isinstance(statement, sa.Update) and any(
+                getattr(c, "onupdate", None) is not None
+                for c in statement.table.c):
+            raise UnsupportedStatement("%s has an onupdate default"
+                                       % statement.table)
+        returning = getattr(statement, "_returning", ())
+        if returning and [c.name for c in returning] != ["id"]:
+            raise UnsupportedStatement("only RETURNING id is read back")
         compiled = statement.compile(dialect=self._render,
                                      column_keys=list(names))
-        fixed = {k: v for k, v in compiled.params.items() if k not in names}
-        for name in fixed:
-            if compiled.binds[name].type._cached_bind_processor(
-                    self._render) is not None:
-                raise UnsupportedStatement(
-                    "literal %s needs a bind processor" % name)
+        fixed = {}
+        for name, value in compiled.params.items():
+            if name in names:
+                continue
+            if isinstance(statement, sa.Insert) and value is None:
+                value = _column_default(statement, name)
+            # A literal or a column default: constant, so its bind
+            # processing (SQLite's Boolean -> 0/1 ...) is done here, once.
+            process = compiled.binds[name].type._cached_bind_processor(
+                self._render)
+            fixed[name] = process(value) if process is not None else value
         return str(compiled), fixed
 
     def execute(self, conn: sa.Connection, statement: sa.Executable,
@@ -84,6 +99,30 @@ class Runner:
         :raises: UnsupportedStatement for a parameter that is not a plain
             value; oslo.db's DBError family for a database failure.
         """
+        return self._run(conn, statement, params, lambda cursor: cursor.rowcount)
+
+    def insert(self, conn: sa.Connection, statement: sa.Insert,
+               params: dict[str, ty.Any]) -> int:
+        """Insert one row and return its generated ``id``.
+
+        PostgreSQL's driver has no ``lastrowid``: there ``statement`` gets
+        ``RETURNING id`` (compiled once, like every statement here).
+
+        :raises: as :meth:`execute`.
+        """
+        if self._render.name == "postgresql":
+            returning = self._returning.get(id(statement))
+            if returning is None:
+                returning = self._returning[id(statement)] = \
+                    statement.returning(statement.table.c.id)
+            return self._run(conn, returning, params,
+                             lambda cursor: cursor.fetchone()[0])
+        return self._run(conn, statement, params,
+                         lambda cursor: cursor.lastrowid)
+
+    def _run(self, conn: sa.Connection, statement: sa.Executable,
+             params: dict[str, ty.Any],
+             outcome: ty.Callable[[ty.Any], ty.Any]) -> int:
         for name, value in params.items():
             if not isinstance(value, _PLAIN):
                 raise UnsupportedStatement(
@@ -93,10 +132,25 @@ class Runner:
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(sql, values)
-            return int(cursor.rowcount)
+            return int(outcome(cursor))
         except Exception as exc:
             # Private, but the one entry point that applies the engine's
             # handle_error listeners (oslo.db) and disconnect handling.
             conn._handle_dbapi_exception(exc, sql, values, cursor, None)
         finally:
             cursor.close()
+
+
+def _column_default(statement: sa.Insert, name: str) -> ty.Any:
+    """The Python-side scalar default SQLAlchemy would have applied.
+
+    :raises: UnsupportedStatement for a callable or SQL default.
+    """
+    column = statement.table.c.get(name)
+    default = getattr(column, "default", None)
+    if default is None:
+        return None
+    if not default.is_scalar:
+        raise UnsupportedStatement("column %s has a non-constant default"
+                                   % name)
+    return default.arg

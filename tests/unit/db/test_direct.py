@@ -137,16 +137,6 @@ def _claim_after_kill(database: db_api.Database, url: str) -> None:
     assert len(claimed) == 1
 
 
-def test_refuses_what_it_cannot_run(database: db_api.Database) -> None:
-    runner = direct.Runner(database.engine.dialect)
-    with database.writer() as conn:
-        with pytest.raises(direct.UnsupportedStatement, match="parameter x"):
-            runner.execute(conn, db_api._DELETE_INSTANCE,
-                           {"b_uuid": INSTANCE, "x": object()})
-        with pytest.raises(direct.UnsupportedStatement, match="only INSERT"):
-            runner.execute(conn, db_api._SELECT_GENERATION, {"b_id": 1})
-
-
 @pytest.mark.parametrize("backend", db_fixture.backend_params()[1:])
 def test_dropped_connection_is_retried_on_read(backend: str) -> None:
     """Reads, too, survive a server that dropped the pooled connections."""
@@ -163,3 +153,45 @@ def test_dropped_connection_is_retried_on_read(backend: str) -> None:
                 == expected
         finally:
             database.dispose()
+
+
+def test_insert_returns_id_and_applies_defaults(
+        database: db_api.Database) -> None:
+    node = _node(database)
+    values = {"uuid": str(uuid.uuid4()), "address": None, "vendor_id": "10de",
+              "product_id": "1eb8", "dev_type": "mdev", "dev_id": None,
+              "label": "label_10de_1eb8", "status": "claimed",
+              "extra_info": "{}", "mdev_uuid": INSTANCE,
+              "parent_addr": "0000:41:00.0", "device_key": "mdev:" + INSTANCE}
+    with database.writer() as conn:
+        first = db_api.insert_device(conn, node, values)
+        second = db_api.insert_device(
+            conn, node, dict(values, uuid=str(uuid.uuid4()),
+                             device_key="mdev:x", mdev_uuid=None))
+        rows = db_api.get_devices(conn, node)
+    assert second > first > 0
+    assert [r.id for r in rows] == [first, second]
+    assert [(r.deleted, bool(r.pending_removal)) for r in rows] == [
+        (0, False), (0, False)]
+    assert rows[0].created_at is not None
+
+
+_ODD = sa.Table("odd", sa.MetaData(), sa.Column("id", sa.Integer,
+                                                primary_key=True),
+                sa.Column("stamp", sa.String(36), default=lambda: "x",
+                          onupdate=lambda: "y"))
+
+
+def test_refuses_what_it_cannot_run(database: db_api.Database) -> None:
+    runner = direct.Runner(database.engine.dialect)
+    with database.writer() as conn:
+        with pytest.raises(direct.UnsupportedStatement, match="parameter x"):
+            runner.execute(conn, db_api._DELETE_INSTANCE,
+                           {"b_uuid": INSTANCE, "x": object()})
+        with pytest.raises(direct.UnsupportedStatement, match="only INSERT"):
+            runner.execute(conn, db_api._SELECT_GENERATION, {"b_id": 1})
+        with pytest.raises(direct.UnsupportedStatement,
+                           match="stamp has a non-constant default"):
+            runner.execute(conn, sa.insert(_ODD), {"id": 1})
+        with pytest.raises(direct.UnsupportedStatement, match="onupdate"):
+            runner.execute(conn, sa.update(_ODD), {"id": 1})
