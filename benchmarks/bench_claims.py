@@ -13,6 +13,13 @@ connection.  Two layouts of N workers:
 
 Each node has 4 T4 GPUs with 16 vGPUs each, so claims never run out.
 
+Columns: ``round trips/s`` is wall-clock throughput of all workers
+together (the headline); ``per CPU-s`` is round trips per CPU second the
+workers themselves used (user + system), i.e. what the tracker costs the
+client regardless of how busy the machine is -- database server time is
+not in it.  The load average before each cell is printed because the
+wall-clock figure on a shared machine depends on it.
+
 Databases: SQLite in a temporary file; MariaDB and PostgreSQL on 127.0.0.1
 with the opportunistic ``openstack_citest`` account (override with
 ``PCI_VGPU_TEST_MYSQL_URL`` / ``PCI_VGPU_TEST_POSTGRESQL_URL``); a random
@@ -132,17 +139,26 @@ def _worker(url: str, host: str, seconds: float, start: ty.Any,
     tracker.refresh()
     start.wait()
     done, deadline = 0, time.monotonic() + seconds
+    cpu = time.process_time()
     while time.monotonic() < deadline:
         instance = str(uuid.uuid4())
         tracker.claim_instance(instance, [_request()])
         tracker.allocate_instance(instance)
         tracker.free_instance(instance)
         done += 1
-    out.put(done)
+    out.put((done, time.process_time() - cpu))
     db.dispose()
 
 
-def measure(url: str, hosts: list[str], seconds: float) -> float:
+class Cell(ty.NamedTuple):
+    """One measurement: wall-clock rate, rate per worker CPU second, load."""
+
+    rate: float
+    per_cpu_s: float
+    load: float
+
+
+def measure(url: str, hosts: list[str], seconds: float) -> Cell:
     """Round trips per second, one worker process per entry of ``hosts``."""
     start, out = _CTX.Event(), _CTX.Queue()
     procs = [_CTX.Process(target=_worker, args=(url, host, seconds, start, out))
@@ -150,15 +166,18 @@ def measure(url: str, hosts: list[str], seconds: float) -> float:
     for proc in procs:
         proc.start()
     time.sleep(0.5)  # let every worker connect and load the node
+    load = os.getloadavg()[0]
     began = time.monotonic()
     start.set()
-    total = sum(out.get(timeout=seconds + 120) for _ in procs)
+    counts = [out.get(timeout=seconds + 120) for _ in procs]
     elapsed = time.monotonic() - began
     for proc in procs:
         proc.join(timeout=30)
         if proc.exitcode != 0:
             raise RuntimeError("a benchmark worker failed (exit %s)" % proc.exitcode)
-    return total / elapsed
+    total = sum(done for done, _cpu in counts)
+    cpu = sum(cpu for _done, cpu in counts)
+    return Cell(total / elapsed, total / cpu if cpu else 0.0, load)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 8])
     args = parser.parse_args(argv)
-    results: dict[tuple[str, int, str], float | None] = {}
+    results: dict[tuple[str, int, str], Cell | None] = {}
     with tempfile.TemporaryDirectory() as tmp_dir:
         for backend in BACKENDS:
             for workers in args.workers:
@@ -180,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_cell(backend: str, tmp_dir: str, hosts: list[str],
-              seconds: float) -> float | None:
+              seconds: float) -> Cell | None:
     scratch = _Scratch(backend, tmp_dir)
     if scratch.url is None:
         return None
@@ -191,22 +210,25 @@ def _run_cell(backend: str, tmp_dir: str, hosts: list[str],
         scratch.drop()
 
 
-def _print_table(results: dict[tuple[str, int, str], float | None],
+def _print_table(results: dict[tuple[str, int, str], Cell | None],
                  seconds: float) -> None:
     print("claim+allocate+free round trips per second, %.0f s per cell"
           % seconds)
-    print("%-12s %8s %-8s %14s" % ("database", "workers", "nodes",
-                                   "round trips/s"))
-    for (backend, workers, layout), rate in results.items():
+    print("%-12s %8s %-6s %14s %10s %6s" % (
+        "database", "workers", "nodes", "round trips/s", "per CPU-s", "load"))
+    for (backend, workers, layout), cell in results.items():
         nodes = "1" if layout == "shared" else str(workers)
-        print("%-12s %8d %-8s %14s" % (backend, workers, nodes,
-                                       "n/a" if rate is None else "%.0f" % rate))
+        if cell is None:
+            print("%-12s %8d %-6s %14s" % (backend, workers, nodes, "n/a"))
+            continue
+        print("%-12s %8d %-6s %14.0f %10.0f %6.1f" % (
+            backend, workers, nodes, cell.rate, cell.per_cpu_s, cell.load))
     wanted = (("sqlite", 1), ("sqlite", 8), ("mysql", 8), ("postgresql", 8))
     line = []
     for backend, workers in wanted:
-        rate = results.get((backend, workers, "hosts"))
+        cell = results.get((backend, workers, "hosts"))
         line.append("%s_%d=%s" % (backend, workers,
-                                  "n/a" if rate is None else "%.0f" % rate))
+                                  "n/a" if cell is None else "%.0f" % cell.rate))
     print("CLAIMS_PER_S " + " ".join(line))
 
 
