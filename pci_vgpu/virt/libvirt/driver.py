@@ -52,7 +52,18 @@ def safe_uri(uri: str) -> str:
     return scheme + sep + rest.rpartition("@")[2]
 
 
+def _log_libvirt_error(_ctx: ty.Any, error: ty.Any) -> None:
+    """Route libvirt's own error printing to the log.
+
+    libvirt prints every error to stderr by default, even one the caller
+    catches and handles (``isActive`` on the test driver); the exception the
+    caller gets carries the same text.
+    """
+    LOG.debug("libvirt: %(error)s", {"error": error})
+
+
 def _open(uri: str) -> ty.Any:
+    libvirt.registerErrorHandler(_log_libvirt_error, None)
     try:
         conn = libvirt.open(uri)
     except libvirt.libvirtError as exc:

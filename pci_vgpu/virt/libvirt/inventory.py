@@ -56,8 +56,12 @@ def read_nodes(conn: ty.Any) -> list[nodedev.PciNode | nodedev.MdevNode]:
         parsed = nodedev.parse(xml)
         if isinstance(parsed, nodedev.MdevNode) and not nodedev.is_active(dev):
             continue
-        if parsed is not None:
-            nodes.append(parsed)
+        if parsed is None:
+            LOG.info("Node device %(name)s is neither a PCI device nor an "
+                     "mdev (e.g. an s390 ap_matrix or css parent); not "
+                     "reporting it", {"name": name})
+            continue
+        nodes.append(parsed)
     return nodes
 
 
