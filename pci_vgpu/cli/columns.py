@@ -20,8 +20,9 @@ class VgpuTypesColumn(columns.FormattableColumn[dict[str, ty.Any]]):
         for type_id, entry in sorted((self._value or {}).items()):
             free = entry.get("available", 0)
             total = entry.get("max", free)
-            name = entry.get("name") or ""
-            lines.append("%s %s %s/%s" % (type_id, name, free, total))
+            name = entry.get("name")
+            label = type_id if name in (None, "", type_id) else "%s %s" % (type_id, name)
+            lines.append("%s %s/%s" % (label, free, total))
         return "\n".join(lines)
 
     def machine_readable(self) -> dict[str, ty.Any]:
