@@ -9,8 +9,11 @@ upstream's head.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import re
+import shutil
+import subprocess
 
 import pytest
 
@@ -77,3 +80,32 @@ def test_cover_letter_says_what_the_series_does_not_cover() -> None:
     assert "XenAPI" in cover
     assert "report_in_placement" in cover
     assert "tools/check-nova-series" in cover
+
+
+def _run_check(root: pathlib.Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(root / "tools" / "check-nova-series"), *args],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "NOVA_CHECK_DIR": str(root / ".nova-check")})
+
+
+@pytest.fixture
+def repo_copy(tmp_path: pathlib.Path) -> pathlib.Path:
+    """The check script and the series, without Nova or a venv."""
+    shutil.copytree(SERIES_DIR.parents[1] / "tools", tmp_path / "tools")
+    shutil.copytree(SERIES_DIR, tmp_path / "patches" / "nova-34.0.0")
+    return tmp_path
+
+
+def test_check_refuses_an_unknown_argument(repo_copy: pathlib.Path) -> None:
+    result = _run_check(repo_copy, "--fast")
+    assert result.returncode != 0
+    assert "'--fast'" in result.stderr and "--concurrency" in result.stderr
+
+
+def test_check_fails_when_series_and_files_disagree(repo_copy: pathlib.Path) -> None:
+    (repo_copy / "patches" / "nova-34.0.0" / "0099-stray.patch").write_text("x\n")
+    result = _run_check(repo_copy)
+    assert result.returncode != 0
+    assert "0099-stray.patch" in result.stderr
+    assert not (repo_copy / ".nova-check" / "cache").exists(), "it went on to download"
