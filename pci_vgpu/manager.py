@@ -107,9 +107,9 @@ class PciDevTracker:
     # -- reading ------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Reload the node's state if another worker changed it."""
+        """Bring the cache up to date if another worker changed the node."""
         if self._state is None or self._state.generation != self._generation():
-            self._state = self._load()
+            self._state = self._read_state()
 
     @_read_retry  # type: ignore[untyped-decorator]
     def _generation(self) -> int:
@@ -117,19 +117,18 @@ class PciDevTracker:
             return db_api.get_generation(conn, self.node_id)
 
     @_read_retry  # type: ignore[untyped-decorator]
-    def _load(self) -> tracker_state.NodeState:
+    def _read_state(self) -> tracker_state.NodeState:
         # The generation is read first: rows read after it are at least as
         # new, so a stale pairing only makes the next swap fail and reload.
-        with self._db.reader() as session:
-            generation = db_api.get_generation(session, self.node_id)
-            rows = db_api.get_devices(session, self.node_id)
-            inst_rows = db_api.get_instances(session, self.node_id)
-        return tracker_state.NodeState.from_rows(
-            generation, rows, inst_rows, self._stats_args)
+        with self._db.reader() as conn:
+            generation = db_api.get_generation(conn, self.node_id)
+            rows = db_api.get_devices(conn, self.node_id)
+            inst_rows = db_api.get_instances(conn, self.node_id)
+        return self._caught_up(generation, rows, inst_rows)
 
     def _current(self) -> tracker_state.NodeState:
         if self._state is None:
-            self._state = self._load()
+            self._state = self._read_state()
         return self._state
 
     @property
@@ -173,7 +172,9 @@ class PciDevTracker:
             try:
                 return ty.cast(_Result, self._write_once(change, locked))
             except db_exc.ConcurrentUpdateDetected:
-                self._state = None
+                # Raised by the swap, before any change was made: the
+                # cache is still a consistent (old) view; the locked retry
+                # catches it up.
                 self._contended = locked = True
         LOG.warning("Giving up %(op)s on %(node)s after %(n)d attempts",
                     {"op": operation, "node": self.hostname, "n": MAX_ATTEMPTS})
@@ -197,6 +198,8 @@ class PciDevTracker:
                     raise _NothingToWrite(result)
         except _NothingToWrite as nothing:
             return ty.cast(_Result, nothing.result)
+        except db_exc.ConcurrentUpdateDetected:
+            raise
         except BaseException:
             self._state = None
             raise
@@ -210,11 +213,25 @@ class PciDevTracker:
         self._contended = (self._state is None
                            or self._state.generation != generation)
         if self._contended:
-            self._state = tracker_state.NodeState.from_rows(
+            self._state = self._caught_up(
                 generation, db_api.get_devices(session, self.node_id),
-                db_api.get_instances(session, self.node_id), self._stats_args)
+                db_api.get_instances(session, self.node_id))
         assert self._state is not None
         return self._state
+
+    def _caught_up(self, generation: int, rows: list[sa.Row[ty.Any]],
+                   inst_rows: list[sa.Row[ty.Any]]) -> tracker_state.NodeState:
+        """The cache brought to ``generation``: incrementally if possible."""
+        state = self._state
+        if state is not None:
+            try:
+                if state.catch_up(generation, rows, inst_rows):
+                    return state
+            except Exception as exc:  # a partial catch-up is thrown away
+                LOG.debug("Reloading %(node)s after a failed catch-up: "
+                          "%(err)s", {"node": self.hostname, "err": exc})
+        return tracker_state.NodeState.from_rows(
+            generation, rows, inst_rows, self._stats_args)
 
     def update_devices_from_hypervisor_resources(self, devices_json: str) -> None:
         """Apply the driver's ``pci_passthrough_devices`` report.

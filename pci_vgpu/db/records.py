@@ -96,6 +96,29 @@ def row_values(dev: pci_device.PciDevice,
     return values
 
 
+def refresh_from_row(dev: pci_device.PciDevice, row: sa.Row[ty.Any]) -> bool:
+    """Set ``dev``'s stored fields to ``row``'s; True if any differed.
+
+    A lazily generated record UUID (row without one) is kept, as
+    :func:`device_from_row` would generate one anyway.
+    """
+    changed: list[str] = []
+    for name in _COLUMNS:
+        value = getattr(row, name)
+        if name == "uuid" and value is None:
+            continue
+        if not _is_set(dev, name) or getattr(dev, name) != value:
+            setattr(dev, name, value)
+            changed.append(name)
+    extra = json.loads(row.extra_info) if row.extra_info else {}
+    if not _is_set(dev, "extra_info") or dict(dev.extra_info) != extra:
+        dev.extra_info = extra
+        changed.append("extra_info")
+    if changed:
+        dev.obj_reset_changes(fields=changed)
+    return bool(changed)
+
+
 def _is_set(dev: pci_device.PciDevice, name: str) -> bool:
     """``dev.obj_attr_is_set(name)`` for a known field, without its cost.
 

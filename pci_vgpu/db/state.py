@@ -92,6 +92,9 @@ class NodeState:
         self._touched: dict[int, PciDevice] | None = {}
         self._gone: list[PciDevice] = []
         self._flags: dict[str, bool] = {}
+        #: Instance UUID -> its stored (pci_requests, numa_cells) JSON, for
+        #: the instances read from rows (catch_up re-parses only changes).
+        self._request_texts: dict[str, tuple[str, str | None]] = {}
 
     @classmethod
     def from_rows(cls, generation: int, rows: list[sa.Row[ty.Any]],
@@ -100,7 +103,66 @@ class NodeState:
         devices = [records.device_from_row(r) for r in rows]
         pending = {r.device_key for r in rows if r.pending_removal}
         instances = [records.instance_from_row(r) for r in inst_rows]
-        return cls(generation, devices, instances, pending, stats_args)
+        state = cls(generation, devices, instances, pending, stats_args)
+        state._request_texts = {r.uuid: (r.pci_requests, r.numa_cells)
+                                for r in inst_rows}
+        return state
+
+    def catch_up(self, generation: int, rows: list[sa.Row[ty.Any]],
+                 inst_rows: list[sa.Row[ty.Any]]) -> bool:
+        """Apply what other workers wrote since this state was read.
+
+        Rebuilding every device and pool after each foreign write was most
+        of a contended write's time (under the node lock).  Here only rows
+        that differ are applied, with the pool calls a writer makes itself
+        (remove, update, add: in row order, so a GPU precedes its vGPUs).
+        Returns False, changing nothing, if the state has unflushed
+        changes: the caller must load afresh.
+        """
+        if self._new or self._gone or self._flags or self._touched:
+            return False
+        live = {row.device_key: row for row in rows}
+        for key in [k for k in self.devices if k not in live]:
+            self._forget(key)
+        new, changed = [], []
+        for key, row in live.items():
+            dev = self.devices.get(key)
+            if dev is None:
+                dev = self.devices[key] = records.device_from_row(row)
+                new.append(dev)
+            elif records.refresh_from_row(dev, row):
+                changed.append(dev)
+        if new or changed:
+            device_tree.build_device_tree(self.devices.values())
+        for dev in sorted(new + changed, key=lambda d: d.id):
+            (self.stats.add_device if _contains(new, dev)
+             else self.stats.update_device)(dev)
+        self.pending_removal = {k for k, r in live.items() if r.pending_removal}
+        self._catch_up_instances(inst_rows)
+        self.generation = generation
+        return True
+
+    def _forget(self, key: str) -> None:
+        """A device another worker deleted: out of the tree and pools."""
+        dev = self.devices.pop(key)
+        self.stats.remove_device(dev)
+        parent = dev.parent_device
+        if parent is not None:
+            parent.child_devices = [c for c in parent.child_devices
+                                    if c is not dev]
+
+    def _catch_up_instances(self, inst_rows: list[sa.Row[ty.Any]]) -> None:
+        old, texts = self.instances, self._request_texts
+        self.instances, self._request_texts = {}, {}
+        for row in inst_rows:
+            record = old.get(row.uuid)
+            stored = (row.pci_requests, row.numa_cells)
+            if record is None or texts.get(row.uuid) != stored:
+                record = records.instance_from_row(row)
+            record.status = row.status
+            record.name = row.name
+            self.instances[row.uuid] = record
+            self._request_texts[row.uuid] = stored
 
     def devices_of(self, instance_uuid: str) -> list[PciDevice]:
         return [d for d in self.devices.values()
@@ -259,6 +321,7 @@ class NodeState:
                                       Status.DELETED)
             wrote = True
         for dev in self._new:
+            dev.compute_node_id = node_id
             dev.id = db_api.insert_device(conn, node_id,
                                           records.row_values(dev))
             wrote = True
