@@ -16,11 +16,13 @@ Atomicity: every write is one transaction that begins with a
 compare-and-swap of the node's generation (``pci_vgpu.db.api``).  The
 tracker caches the node's devices and pools with the generation they were
 read at; a write whose compare-and-swap fails is retried with the node row
-locked and reloaded under the lock, so it cannot lose again.  Two workers racing for the last vGPU: the second
-one's swap fails, it reloads, finds no capacity and gets
-``PciDeviceRequestFailed``; its transaction rolled back, so nothing of it is
-written.  A failed write of any kind drops the cache, so memory never holds
-state the database does not.
+locked and the cache caught up under the lock (only the rows other workers
+changed are applied; ``NodeState.catch_up``), so it cannot lose again.  Two
+workers racing for the last vGPU: the second one's swap fails, it catches
+up, finds no capacity and gets ``PciDeviceRequestFailed``; its transaction
+rolled back, so nothing of it is written.  A lost swap happens before any
+change, so the cache survives it; a failed write of any other kind drops
+the cache, so memory never holds state the database does not.
 """
 
 from __future__ import annotations
