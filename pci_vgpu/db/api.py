@@ -318,7 +318,7 @@ def _write(conn: sa.Connection, statement: sa.Executable,
     return conn.execute(statement, params)
 
 
-_RUNNERS: dict[str, direct.Runner] = {}
+_RUNNERS: dict[type, direct.Runner] = {}
 
 
 def _dml(conn: sa.Connection, statement: sa.Executable,
@@ -328,10 +328,11 @@ def _dml(conn: sa.Connection, statement: sa.Executable,
 
 
 def _runner(conn: sa.Connection) -> direct.Runner:
+    """The runner of ``conn``'s dialect class (one per DBAPI driver)."""
     dialect = conn.dialect
-    runner = _RUNNERS.get(dialect.name)
+    runner = _RUNNERS.get(type(dialect))
     if runner is None:
-        runner = _RUNNERS[dialect.name] = direct.Runner(dialect)
+        runner = _RUNNERS[type(dialect)] = direct.Runner(dialect)
     return runner
 
 
