@@ -9,6 +9,7 @@ relies on ``retry_on_disconnect``), and refusal of what it cannot run.
 from __future__ import annotations
 
 import json
+import threading
 import typing as ty
 import uuid
 
@@ -195,3 +196,36 @@ def test_refuses_what_it_cannot_run(database: db_api.Database) -> None:
             runner.execute(conn, sa.insert(_ODD), {"id": 1})
         with pytest.raises(direct.UnsupportedStatement, match="onupdate"):
             runner.execute(conn, sa.update(_ODD), {"id": 1})
+
+
+def test_threads_share_a_database_not_a_transaction(
+        database: db_api.Database) -> None:
+    """Each thread's writers reuse *their* connection: no crossed commits."""
+    trackers = [manager.PciDevTracker(database, "cn-thread") for _ in range(4)]
+    trackers[0].update_devices_from_hypervisor_resources(
+        inv.report(inv.default_host(t4_types={"nvidia-222": 4})))
+    errors: list[BaseException] = []
+
+    def cycle(tracker: manager.PciDevTracker) -> None:
+        try:
+            for _ in range(8):
+                instance = str(uuid.uuid4())
+                tracker.claim_instance(instance, [inv.vgpu_request()])
+                tracker.allocate_instance(instance)
+                assert len(tracker.devices_of(instance)) == 1
+                tracker.free_instance(instance)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=cycle, args=(t,)) for t in trackers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    with database.reader() as conn:
+        node = trackers[0].node_id
+        assert db_api.get_instances(conn, node) == []
+        assert db_api.get_generation(conn, node) == 1 + 4 * 8 * 3
+        assert {r.status for r in db_api.get_devices(conn, node)} == {
+            "available"}
