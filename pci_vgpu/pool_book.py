@@ -209,6 +209,7 @@ class DeviceBook:
         busy = status in pd.IN_USE or key in self.held
         parent = pd.attr(dev, "parent_addr")
         if pd.is_mdev(dev):
+            busy = busy or status == pd.UNAVAILABLE
             return Contribution(key, parent, busy, parent, pd.vgpu_type(dev),
                                 status not in pd.GONE, busy)
         if key in self.gpus and pd.is_nvidia_vf(dev):

@@ -16,6 +16,9 @@ from pci_vgpu import capacity
 from pci_vgpu import pool_errors
 
 AVAILABLE = "available"
+#: An mdev in this status is held outside the tracker's claims (see
+#: ``pci_vgpu.db.state``) or hidden by a GPU given whole: never a spare.
+UNAVAILABLE = "unavailable"
 IN_USE = ("claimed", "allocated")
 GONE = ("removed", "deleted")
 MDEV = "mdev"

@@ -67,6 +67,30 @@ def _new_stats(args: dict[str, ty.Any]) -> ty.Any:
     return stats.PciDeviceStats(**args)
 
 
+def _follow_hypervisor_owner(dev: PciDevice, dev_dict: dict[str, ty.Any]) -> None:
+    """Keep an mdev a guest holds outside this tracker's claims UNAVAILABLE.
+
+    The hypervisor names the guest using an mdev (libvirt guest XML, XAPI
+    other_config).  A device that reaches here is not claimed through this
+    tracker, so any owner is a guest the tracker did not place (created by
+    hand, or tracked by a database that was lost): handing that mdev to
+    another guest would give one vGPU to two.  When the guest lets go, the
+    mdev is a spare again unless an ancestor is in use (a GPU given whole).
+    """
+    if not dev.is_mdev:
+        return
+    owner = dev_dict.get("instance_uuid")
+    if owner and dev.status == Status.AVAILABLE:
+        LOG.warning("mdev %(dev)s is used by guest %(owner)s, which this "
+                    "tracker did not place; it will not be handed out",
+                    {"dev": dev.ident, "owner": owner})
+        dev.status = Status.UNAVAILABLE
+    elif (not owner and dev.status == Status.UNAVAILABLE
+          and not any(a.status in device_tree.IN_USE
+                      for a in device_tree.ancestors(dev))):
+        dev.status = Status.AVAILABLE
+
+
 def _contains(devices: list[PciDevice], dev: PciDevice) -> bool:
     # Identity, not PciDevice.__eq__ (which compares attributes).
     return any(d is dev for d in devices)
@@ -205,12 +229,14 @@ class NodeState:
             # report after the free applies them.
             return
         dev.update_device(dev_dict)
+        _follow_hypervisor_owner(dev, dev_dict)
         self.stats.update_device(dev)
 
     def _add(self, key: str, dev_dict: dict[str, ty.Any]) -> None:
         dev = PciDevice.create(None, dev_dict)
         self._insert(dev)
         device_tree.build_device_tree(self.devices.values())
+        _follow_hypervisor_owner(dev, dev_dict)
         self.stats.add_device(dev)
 
     def _insert(self, dev: PciDevice) -> None:
@@ -283,13 +309,26 @@ class NodeState:
         for dev in self.devices_of(instance_uuid):
             self._touch(dev)
             freed.extend(dev.free())
-        for dev in [d for d in freed if d.is_mdev]:
-            self._drop(records.device_key(dev))
+        for dev in freed:
+            if dev.is_mdev:
+                # The vGPU is gone from the host with its guest.
+                self._drop(records.device_key(dev))
+            elif dev.vgpu_backend == "nvidia-vf":
+                # The driver untyped the VF on release: it may take any
+                # creatable type again, as the next inventory will confirm.
+                self._untype_vf(dev)
         for key in [k for k in self.pending_removal if k in self.devices]:
             self._vanish(key)
         self._resync_stats()
         del self.instances[instance_uuid]
         return freed
+
+    @staticmethod
+    def _untype_vf(dev: PciDevice) -> None:
+        dev.set_vgpu_type(None)
+        extra_info = dict(dev.extra_info)
+        extra_info.pop("vgpu_current_type", None)
+        dev.extra_info = extra_info
 
     def _touch(self, dev: PciDevice) -> None:
         """Note ``dev`` and the relatives its transition may change."""

@@ -72,3 +72,14 @@ def test_vf_is_typed_for_the_guest_and_untyped_after(host):
     again = cli.json("server", "create", "vm2", "--flavor", "pci_passthrough:alias=l40s-8q:4",
                      "--connection", URI)
     assert {d["address"] for d in again["devices"]} == set(VFS)
+
+
+def test_freed_vf_can_take_any_type_again(host):
+    """A VF typed 8Q for a guest serves 4Q after the guest is deleted."""
+    cli, sysfs = host
+    start = cli.json("pool", "list", "--connection", URI)
+    cli("server", "create", "vm1", "--flavor", "pci_passthrough:alias=l40s-8q:4",
+        "--connection", URI)
+    cli("server", "delete", "vm1", "--connection", URI)
+    assert cli.json("pool", "list", "--connection", URI) == start
+    assert {vf: sysfs.current_type(vf) for vf in VFS} == dict.fromkeys(VFS, "0")

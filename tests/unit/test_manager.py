@@ -245,3 +245,46 @@ def test_claim_accepts_instance_pci_requests(sqlite_db: db_api.Database) -> None
     [dev] = tracker.claim_instance(INSTANCE_A, requests, numa_cells=[1])
     assert dev.vgpu_type == "nvidia-223"
     assert tracker.instances()[0].numa_cells == [1]
+
+
+FOREIGN_GUEST = "33333333-3333-4333-8333-333333333333"
+FOREIGN_MDEV = "4b20d080-1b54-4048-85b3-a6a62d165c01"
+
+
+def _host_with_foreign_mdev(owner: str | None) -> list[dict[str, ty.Any]]:
+    """The default host plus one existing nvidia-222 mdev on the T4 that a
+    guest unknown to the tracker holds (``owner``), or nobody (None)."""
+    devices = inv.default_host(t4_types={"nvidia-222": 2})
+    t4 = next(d for d in devices if d["address"] == inv.T4)
+    devices.append({
+        "dev_id": "mdev_" + FOREIGN_MDEV.replace("-", "_"), "address": None,
+        "vendor_id": t4["vendor_id"], "product_id": t4["product_id"],
+        "numa_node": 1, "label": t4["label"], "dev_type": "mdev",
+        "parent_addr": inv.T4, "mdev_uuid": FOREIGN_MDEV,
+        "mdev_type": "nvidia-222", "instance_uuid": owner})
+    return devices
+
+
+def test_mdev_held_by_an_untracked_guest_is_never_handed_out(
+        sqlite_db: db_api.Database) -> None:
+    tracker = _tracker(sqlite_db)
+    tracker.update_devices_from_hypervisor_resources(
+        inv.report(_host_with_foreign_mdev(FOREIGN_GUEST)))
+    [vgpu] = tracker.claim_instance(INSTANCE_A, [inv.vgpu_request()])
+    assert vgpu.mdev_uuid != FOREIGN_MDEV
+    # The foreign mdev fills the second slot: the T4 is now full.
+    with pytest.raises(pool_errors.PciDeviceRequestFailed):
+        tracker.claim_instance(INSTANCE_B, [inv.vgpu_request()])
+    [foreign] = _rows(sqlite_db, "mdev_uuid = '%s'" % FOREIGN_MDEV)
+    assert (foreign.status, foreign.instance_uuid) == ("unavailable", None)
+
+
+def test_mdev_released_by_its_guest_becomes_a_spare(
+        sqlite_db: db_api.Database) -> None:
+    tracker = _tracker(sqlite_db)
+    tracker.update_devices_from_hypervisor_resources(
+        inv.report(_host_with_foreign_mdev(FOREIGN_GUEST)))
+    tracker.update_devices_from_hypervisor_resources(
+        inv.report(_host_with_foreign_mdev(None)))
+    [vgpu] = tracker.claim_instance(INSTANCE_A, [inv.vgpu_request()])
+    assert vgpu.mdev_uuid == FOREIGN_MDEV  # reused, not created
