@@ -15,19 +15,12 @@ from pci_vgpu.db import api as db_api
 from pci_vgpu.db import exception as db_exc
 from pci_vgpu import manager
 from pci_vgpu import pool_errors
+from tests.fixtures.db import database  # noqa: F401  (pytest fixture)
 from tests.fixtures.db import db_url  # noqa: F401  (pytest fixture)
 from tests.unit.db import inventory as inv
 
 INSTANCE_A = "11111111-1111-4111-8111-111111111111"
 INSTANCE_B = "22222222-2222-4222-8222-222222222222"
-
-
-@pytest.fixture
-def database(db_url: str) -> ty.Iterator[db_api.Database]:  # noqa: F811
-    db = db_api.Database(db_url)
-    db.sync()
-    yield db
-    db.dispose()
 
 
 @pytest.fixture

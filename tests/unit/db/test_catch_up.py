@@ -20,6 +20,7 @@ from pci_vgpu.db import api as db_api
 from pci_vgpu.db import records
 from pci_vgpu import manager
 from pci_vgpu import pool_errors
+from tests.fixtures.db import database  # noqa: F401  (pytest fixture)
 from tests.fixtures.db import db_url  # noqa: F401  (pytest fixture)
 from tests.unit.db import inventory as inv
 
@@ -29,14 +30,6 @@ _PROBES = (lambda: [inv.vgpu_request("nvidia-222")],
            lambda: [inv.vgpu_request("nvidia-223", count=2)],
            lambda: [inv.gpu_request("1db4")],
            lambda: [inv.gpu_request("1eb8")])
-
-
-@pytest.fixture
-def database(db_url: str) -> ty.Iterator[db_api.Database]:  # noqa: F811
-    db = db_api.Database(db_url)
-    db.sync()
-    yield db
-    db.dispose()
 
 
 def _snapshot(tracker: manager.PciDevTracker) -> dict[str, ty.Any]:

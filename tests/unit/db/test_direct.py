@@ -21,18 +21,11 @@ from pci_vgpu.db import api as db_api
 from pci_vgpu.db import direct
 from pci_vgpu import manager
 from tests.fixtures import db as db_fixture
+from tests.fixtures.db import database  # noqa: F401  (pytest fixture)
 from tests.fixtures.db import db_url  # noqa: F401  (pytest fixture)
 from tests.unit.db import inventory as inv
 
 INSTANCE = "33333333-3333-4333-8333-333333333333"
-
-
-@pytest.fixture
-def database(db_url: str) -> ty.Iterator[db_api.Database]:  # noqa: F811
-    db = db_api.Database(db_url)
-    db.sync()
-    yield db
-    db.dispose()
 
 
 def _instance_values(uuid_: str) -> dict[str, ty.Any]:
