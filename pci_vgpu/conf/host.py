@@ -15,7 +15,7 @@ def _default_state_dir() -> str:
     return os.path.join(base, "pci-vgpu")
 
 
-OPTS = [
+OPTS: list[cfg.Opt] = [
     cfg.StrOpt(
         "driver",
         default="libvirt",
