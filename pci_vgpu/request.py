@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import re
 import typing as ty
 
 import jsonschema
@@ -33,18 +32,22 @@ from pci_vgpu import conf as pci_conf
 from pci_vgpu import exception
 from pci_vgpu.objects import fields as obj_fields
 from pci_vgpu.objects import instance_pci_requests as ipr
+from pci_vgpu import vgpu_types
+# Re-exported: callers and tests use them from here; the rules live in
+# pci_vgpu.vgpu_types so that the Nova series can share them.
+from pci_vgpu.vgpu_types import encode_vgpu_types as encode_vgpu_types
+from pci_vgpu.vgpu_types import validate_vgpu_type_name as validate_vgpu_type_name
+from pci_vgpu.vgpu_types import VGPU_TYPES_TAG as VGPU_TYPES_TAG
+from pci_vgpu.vgpu_types import vgpu_types_of as vgpu_types_of
 
 #: name -> (numa_policy, [spec, ...]); Nova's ``Alias`` shape.
 Alias = dict[str, tuple[str, list[dict[str, str]]]]
 
 FLAVOR_ALIAS_KEY = "pci_passthrough:alias"
 FLAVOR_POLICY_KEY = "hw:pci_numa_affinity_policy"
-VGPU_TYPES_TAG = "vgpu_types"
 
 _POLICIES = obj_fields.PCINUMAAffinityPolicy.ALL
 _DEVICE_TYPES = ("type-PCI", "type-PF", "type-VF")
-_MAX_TYPE_NAME = 128
-_TYPE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.:,+\-@()]*")
 
 _TYPES_SCHEMA: dict[str, ty.Any] = {
     "oneOf": [
@@ -90,70 +93,6 @@ _ALLOWED: dict[str, str] = {
     VGPU_TYPES_TAG: "a vGPU type name or a non-empty list of them",
     "capabilities": "an object whose only key is 'vgpu_types'",
 }
-
-
-# -- vGPU type names -----------------------------------------------------------
-
-
-def validate_vgpu_type_name(name: ty.Any) -> str:
-    """Return ``name`` if it is a safe vGPU type name.
-
-    Type names end up in sysfs paths and XML, so anything that could climb a
-    path or break a line is refused: letters, digits, space and
-    ``_ . : , + - @ ( )``, starting with a letter or digit, 1-128 characters,
-    no ``/`` and no ``..``.
-
-    :raises: InvalidVgpuTypeName naming the value and the rule it breaks.
-    """
-    reason = _type_name_problem(name)
-    if reason:
-        raise exception.InvalidVgpuTypeName(name=name, reason=reason)
-    return ty.cast(str, name)
-
-
-def _type_name_problem(name: ty.Any) -> str | None:
-    if not isinstance(name, str):
-        return "not a string"
-    if not name:
-        return "empty"
-    if len(name) > _MAX_TYPE_NAME:
-        return "longer than %d characters" % _MAX_TYPE_NAME
-    if "/" in name:
-        return "contains '/'"
-    if ".." in name:
-        return "contains '..'"
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        return "contains a control character"
-    if not name[0].isascii() or not name[0].isalnum():
-        return "does not start with a letter or digit"
-    if not _TYPE_NAME_RE.fullmatch(name):
-        bad = next(c for c in name if not _TYPE_NAME_RE.fullmatch("a" + c))
-        return "contains %r" % bad
-    return None
-
-
-def encode_vgpu_types(names: ty.Iterable[str]) -> str:
-    """The spec value for a set of acceptable types: sorted JSON list."""
-    return json.dumps(sorted(set(names)))
-
-
-def vgpu_types_of(spec: ty.Mapping[str, ty.Any]) -> frozenset[str]:
-    """Decode ``spec['vgpu_types']``; empty when the spec is not a vGPU one.
-
-    :raises: InvalidVgpuTypesSpec if the value is not a JSON list of names.
-    """
-    raw = spec.get(VGPU_TYPES_TAG)
-    if raw is None:
-        return frozenset()
-    try:
-        value = json.loads(raw)
-    except (TypeError, ValueError) as exc:
-        raise exception.InvalidVgpuTypesSpec(value=raw, reason=str(exc))
-    if not isinstance(value, list) or not all(
-            isinstance(v, str) for v in value):
-        raise exception.InvalidVgpuTypesSpec(
-            value=raw, reason="not a list of strings")
-    return frozenset(value)
 
 
 # -- aliases -------------------------------------------------------------------
@@ -265,28 +204,13 @@ def _alias_vgpu_types(name: str, alias: dict[str, ty.Any]) -> frozenset[str]:
     """Pop both spellings of vgpu_types; they must agree when both given."""
     top = alias.pop(VGPU_TYPES_TAG, None)
     capabilities = alias.pop("capabilities", None) or {}
-    nested = capabilities.get(VGPU_TYPES_TAG)
-    top_set = _type_set(name, VGPU_TYPES_TAG, top)
-    nested_set = _type_set(name, "capabilities.vgpu_types", nested)
-    if top is not None and nested is not None and top_set != nested_set:
+    try:
+        return vgpu_types.merge_alias_vgpu_types(
+            top, capabilities.get(VGPU_TYPES_TAG))
+    except vgpu_types.AliasVgpuTypesInvalid as exc:
         raise exception.PciAliasInvalidKey(
-            alias=repr(name), key="capabilities.vgpu_types", value=nested,
-            reason="disagrees with vgpu_types %r; give the types once" % top)
-    return top_set or nested_set
-
-
-def _type_set(alias: str, key: str, value: ty.Any) -> frozenset[str]:
-    if value is None:
-        return frozenset()
-    names = [value] if isinstance(value, str) else list(value)
-    for type_name in names:
-        try:
-            validate_vgpu_type_name(type_name)
-        except exception.InvalidVgpuTypeName as exc:
-            raise exception.PciAliasInvalidKey(
-                alias=repr(alias), key=key, value=type_name,
-                reason=exc.format_message())
-    return frozenset(names)
+            alias=repr(name), key=exc.key, value=exc.value,
+            reason=exc.reason) from exc
 
 
 def _bool_string(alias: str, key: str, value: str) -> str:
