@@ -207,7 +207,7 @@ def _alias_vgpu_types(name: str, alias: dict[str, ty.Any]) -> frozenset[str]:
     try:
         return vgpu_types.merge_alias_vgpu_types(
             top, capabilities.get(VGPU_TYPES_TAG))
-    except vgpu_types.AliasVgpuTypesInvalid as exc:
+    except vgpu_types.VgpuTypesInvalid as exc:
         raise exception.PciAliasInvalidKey(
             alias=repr(name), key=exc.key, value=exc.value,
             reason=exc.reason) from exc

@@ -33,13 +33,13 @@ MAX_TYPE_NAME = 128
 _TYPE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.:,+\-@()]*")
 
 
-class AliasVgpuTypesInvalid(exception.Invalid):
-    """An alias' vGPU types are unusable.
+class VgpuTypesInvalid(exception.Invalid):
+    """vGPU types given in configuration (alias, device_spec) are unusable.
 
     ``key`` (which spelling), ``value`` (the offending value) and ``reason``
     are kept as attributes so that a caller can re-word the error for its
-    own context (pci_vgpu's PciAliasInvalidKey, Nova's PciInvalidAlias)
-    without parsing the message.
+    own context (pci_vgpu's PciAliasInvalidKey, Nova's PciInvalidAlias or
+    PciConfigInvalidSpec) without parsing the message.
     """
 
     msg_fmt = "%(key)s %(value)r: %(reason)s"
@@ -57,15 +57,15 @@ class AliasVgpuTypesInvalid(exception.Invalid):
         return ty.cast(str, self.kwargs["reason"])
 
 
-class AliasVgpuTypesMalformed(AliasVgpuTypesInvalid):
+class VgpuTypesMalformed(VgpuTypesInvalid):
     """The value is neither a type name nor a non-empty list of them."""
 
 
-class AliasVgpuTypeNameInvalid(AliasVgpuTypesInvalid):
+class VgpuTypeNameInvalid(VgpuTypesInvalid):
     """One of the names breaks :func:`validate_vgpu_type_name`."""
 
 
-class AliasVgpuTypesConflict(AliasVgpuTypesInvalid):
+class VgpuTypesConflict(VgpuTypesInvalid):
     """Both spellings are given and name different types."""
 
 
@@ -137,23 +137,24 @@ def vgpu_types_of(spec: ty.Mapping[str, ty.Any]) -> frozenset[str]:
 def type_names(value: ty.Any, key: str = VGPU_TYPES_TAG) -> frozenset[str]:
     """The validated names of one spelling (a name, a list or None).
 
-    ``key`` names the spelling in errors.
+    Used for each spelling of an alias and for a device_spec's
+    ``vgpu_types``; ``key`` names the spelling in errors.
 
-    :raises: AliasVgpuTypesMalformed if ``value`` is neither a name nor a
-        non-empty list; AliasVgpuTypeNameInvalid naming the first bad name.
+    :raises: VgpuTypesMalformed if ``value`` is neither a name nor a
+        non-empty list; VgpuTypeNameInvalid naming the first bad name.
     """
     if value is None:
         return frozenset()
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list) or not names:
-        raise AliasVgpuTypesMalformed(
+        raise VgpuTypesMalformed(
             key=key, value=value,
             reason="must be a vGPU type name or a non-empty list of them")
     for name in names:
         try:
             validate_vgpu_type_name(name)
         except exception.InvalidVgpuTypeName as exc:
-            raise AliasVgpuTypeNameInvalid(
+            raise VgpuTypeNameInvalid(
                 key=key, value=name, reason=exc.format_message()) from exc
     return frozenset(names)
 
@@ -165,13 +166,13 @@ def merge_alias_vgpu_types(top: ty.Any, nested: ty.Any) -> frozenset[str]:
     set of types, because silently preferring one would hide a typo in the
     other.  An empty result means the alias is not a vGPU alias.
 
-    :raises: an AliasVgpuTypesInvalid subclass: malformed value, bad name
+    :raises: a VgpuTypesInvalid subclass: malformed value, bad name
         (top-level spelling checked first) or the two spellings disagree.
     """
     top_set = type_names(top, VGPU_TYPES_TAG)
     nested_set = type_names(nested, CAPABILITIES_KEY)
     if top is not None and nested is not None and top_set != nested_set:
-        raise AliasVgpuTypesConflict(
+        raise VgpuTypesConflict(
             key=CAPABILITIES_KEY, value=nested,
             reason="disagrees with vgpu_types %r; give the types once"
             % (top,))

@@ -50,7 +50,7 @@ def test_merge_spellings(top: ty.Any, nested: ty.Any,
 
 
 def test_merge_disagreeing_spellings_names_both() -> None:
-    with pytest.raises(vgpu_types.AliasVgpuTypesConflict) as err:
+    with pytest.raises(vgpu_types.VgpuTypesConflict) as err:
         vgpu_types.merge_alias_vgpu_types("nvidia-222", ["nvidia-223"])
     assert err.value.key == "capabilities.vgpu_types"
     assert err.value.value == ["nvidia-223"]
@@ -70,7 +70,7 @@ def test_merge_disagreeing_spellings_names_both() -> None:
 ])
 def test_merge_refuses_bad_names(top: ty.Any, nested: ty.Any, key: str,
                                  bad: ty.Any) -> None:
-    with pytest.raises(vgpu_types.AliasVgpuTypeNameInvalid) as err:
+    with pytest.raises(vgpu_types.VgpuTypeNameInvalid) as err:
         vgpu_types.merge_alias_vgpu_types(top, nested)
     assert (err.value.key, err.value.value) == (key, bad)
     assert repr(bad) in str(err.value)
@@ -82,18 +82,18 @@ def test_merge_refuses_bad_names(top: ty.Any, nested: ty.Any, key: str,
     ([], None), (None, []), (5, None), (None, {"a": 1}), (("a",), None),
 ])
 def test_merge_refuses_malformed_values(top: ty.Any, nested: ty.Any) -> None:
-    with pytest.raises(vgpu_types.AliasVgpuTypesMalformed) as err:
+    with pytest.raises(vgpu_types.VgpuTypesMalformed) as err:
         vgpu_types.merge_alias_vgpu_types(top, nested)
     assert "non-empty list" in str(err.value)
     assert repr(top if top is not None else nested) in str(err.value)
 
 
 def test_errors_are_one_invalid_family() -> None:
-    for cls in (vgpu_types.AliasVgpuTypesMalformed,
-                vgpu_types.AliasVgpuTypeNameInvalid,
-                vgpu_types.AliasVgpuTypesConflict):
-        assert issubclass(cls, vgpu_types.AliasVgpuTypesInvalid)
-    assert issubclass(vgpu_types.AliasVgpuTypesInvalid, exception.Invalid)
+    for cls in (vgpu_types.VgpuTypesMalformed,
+                vgpu_types.VgpuTypeNameInvalid,
+                vgpu_types.VgpuTypesConflict):
+        assert issubclass(cls, vgpu_types.VgpuTypesInvalid)
+    assert issubclass(vgpu_types.VgpuTypesInvalid, exception.Invalid)
 
 
 def test_encode_is_sorted_and_deduplicated() -> None:
