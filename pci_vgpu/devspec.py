@@ -31,7 +31,7 @@ import typing as ty
 from oslo_utils import strutils
 
 from pci_vgpu import exception
-from pci_vgpu import request
+from pci_vgpu import vgpu_types
 
 if ty.TYPE_CHECKING:
     from pci_vgpu.objects.pci_device import PciDevice
@@ -198,16 +198,9 @@ class PciDeviceSpec:
 
 
 def _spec_vgpu_types(value: ty.Any, label: str) -> frozenset[str]:
-    if value is None:
-        return frozenset()
-    names = [value] if isinstance(value, str) else value
-    if not isinstance(names, list) or not names:
-        raise exception.PciConfigInvalidSpec(
-            reason="vgpu_types %r in %s must be a type name or a non-empty "
-                   "list of them" % (value, label))
     try:
-        return frozenset(request.validate_vgpu_type_name(n) for n in names)
-    except exception.InvalidVgpuTypeName as exc:
+        return vgpu_types.type_names(value)
+    except vgpu_types.VgpuTypesInvalid as exc:
         raise exception.PciConfigInvalidSpec(
             reason="%s in %s" % (exc.format_message(), label))
 
