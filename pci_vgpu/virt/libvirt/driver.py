@@ -184,7 +184,8 @@ class LibvirtDriver(driver.VirtDriver):
 
     # -- guests ------------------------------------------------------------
     def spawn(self, guest: driver.GuestSpec, devices: ty.Sequence[ty.Any]) -> None:
-        """:raises: GuestSpawnFailed; nothing of the guest is left defined."""
+        """:raises: GuestSpawnFailed; nothing of the guest is left defined
+            unless undefining it failed too (the message then says so)."""
         devs = [devices_mod.view(d).hostdev() for d in devices]
         guests.spawn(self.conn, guest, devs, self._virt_type())
 

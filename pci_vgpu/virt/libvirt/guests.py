@@ -41,7 +41,8 @@ def spawn(conn: ty.Any, guest: driver.GuestSpec, devs: ty.Sequence[hostdev.Hostd
           virt_type: str) -> None:
     """Define and start; undefine again if the start fails.
 
-    :raises: GuestSpawnFailed with libvirt's reason.
+    :raises: GuestSpawnFailed with libvirt's reason (and, if the undefine
+        failed too, that the guest is still defined).
     """
     xml = hostdev.domain_xml(guest, devs, virt_type)
     try:
@@ -51,8 +52,23 @@ def spawn(conn: ty.Any, guest: driver.GuestSpec, devs: ty.Sequence[hostdev.Hostd
     try:
         dom.create()
     except libvirt.libvirtError as exc:
+        raise exception.GuestSpawnFailed(
+            guest=guest.name, reason=str(exc) + _undefine_failed(dom))
+
+
+def _undefine_failed(dom: ty.Any) -> str:
+    """Undefine a guest that did not start; what went wrong, or "".
+
+    A failed undefine must not hide why the start failed (the caller would
+    get libvirt's undefine error alone), so it is reported after it.
+    """
+    try:
         dom.undefine()
-        raise exception.GuestSpawnFailed(guest=guest.name, reason=str(exc))
+    except libvirt.libvirtError as exc:
+        LOG.error("Could not undefine guest %(uuid)s after its start failed: "
+                  "%(err)s", {"uuid": dom.UUIDString(), "err": exc})
+        return "; the guest is still defined (undefine failed: %s)" % exc
+    return ""
 
 
 def destroy(conn: ty.Any, guest_uuid: str) -> None:

@@ -203,6 +203,10 @@ class SeamDomain:
         self._seam._live_changes.pop(self._real.UUIDString(), None)
         return ty.cast(int, self._real.destroy())
 
+    def undefine(self) -> int:
+        self._seam._check("domainUndefine")
+        return ty.cast(int, self._real.undefine())
+
 
 class TestDriverSeam:
     """A ``test:///`` connection plus mdev create/define and hot-plug."""

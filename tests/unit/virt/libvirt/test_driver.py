@@ -71,6 +71,16 @@ def test_failed_start_leaves_no_guest(make_driver):
     assert drv.list_guests() == []
 
 
+def test_failed_start_and_failed_undefine_keeps_the_start_error(make_driver):
+    drv = make_driver()
+    drv.conn.fail_next("domainCreate", _error(libvirt.VIR_ERR_INTERNAL_ERROR, "qemu died"))
+    drv.conn.fail_next("domainUndefine", _error(libvirt.VIR_ERR_INTERNAL_ERROR, "disk busy"))
+    with pytest.raises(exception.GuestSpawnFailed,
+                       match="vm-1: .*qemu died.*still defined.*disk busy"):
+        drv.spawn(SPEC, [])
+    assert [g.uuid for g in drv.list_guests()] == [GUEST]
+
+
 def test_hot_attach_and_detach_live_and_config(make_driver):
     drv = make_driver()
     vgpus = [mdev_device(), mdev_device(parent=V100, vgpu_type="nvidia-180", mdev_uuid=UUID2)]
