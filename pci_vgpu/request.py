@@ -124,10 +124,11 @@ def _parse_one_alias(raw: str) -> tuple[str, str, dict[str, str]]:
     label = _label(alias)
     _check_keys(label, alias)
     _check_schema(label, alias)
-    name = alias.pop("name").strip()
+    raw_name = alias.pop("name")
+    name = raw_name.strip()
     if not name:
         raise exception.PciAliasInvalidKey(
-            alias=label, key="name", value=alias.get("name", ""),
+            alias=label, key="name", value=raw_name,
             reason="must be %s" % _ALLOWED["name"])
     policy = alias.pop("numa_policy", None) or \
         obj_fields.PCINUMAAffinityPolicy.LEGACY

@@ -120,6 +120,8 @@ BAD_ALIASES = [
      ["'numa_policy'", "'strict'", "required, legacy, preferred, socket"]),
     (dict(VF, name=""), exception.PciAliasInvalidKey,
      ["'name'", "non-empty string"]),
+    (dict(VF, name="   "), exception.PciAliasInvalidKey,
+     ["'name'", "value '   '", "non-empty string"]),
     (dict(VF, live_migratable="perhaps"), exception.PciAliasInvalidKey,
      ["'live_migratable'", "'perhaps'", "boolean"]),
     (dict(T4, vgpu_types=[]), exception.PciAliasInvalidKey,
