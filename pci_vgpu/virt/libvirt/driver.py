@@ -113,16 +113,27 @@ class LibvirtDriver(driver.VirtDriver):
     # -- inventory ---------------------------------------------------------
     def get_pci_passthrough_devices(self) -> list[dict[str, ty.Any]]:
         """:raises: VirtDriverError when libvirt fails (not for a vanished device)."""
+        return self._inventory(self._mdev_owners())
+
+    def _inventory(self, owners: dict[str, str]) -> list[dict[str, ty.Any]]:
+        """The device dicts, with guest owners already read by the caller."""
         try:
             nodes = inventory.read_nodes(self.conn)
-            owners = self._mdev_owners()
         except libvirt.libvirtError as exc:
             raise exception.VirtDriverError(driver="libvirt", reason=str(exc))
         return inventory.build(nodes, self.sysfs, self.max_memory, owners, self.dev_filter)
 
     def _mdev_owners(self) -> dict[str, str]:
+        """mdev UUID / PCI address -> UUID of the guest using it.
+
+        :raises: VirtDriverError when libvirt fails.
+        """
         owners: dict[str, str] = {}
-        for guest in guests.list_guests(self.conn):
+        try:
+            found = guests.list_guests(self.conn)
+        except libvirt.libvirtError as exc:
+            raise exception.VirtDriverError(driver="libvirt", reason=str(exc))
+        for guest in found:
             owners.update({u: guest.uuid for u in guest.mdev_uuids})
             owners.update({a: guest.uuid for a in guest.pci_addresses})
         return owners
@@ -137,7 +148,7 @@ class LibvirtDriver(driver.VirtDriver):
                                  vgpu_type=m.mdev_type, backend=devices_mod.MDEV,
                                  instance_uuid=owners.get(m.mdev_uuid))
                  for m in self.mdevs.list()]
-        for dev in self.get_pci_passthrough_devices():
+        for dev in self._inventory(owners):  # guests are read once per call
             if dev.get("vgpu_backend") == devices_mod.NVIDIA_VF and dev.get("vgpu_current_type"):
                 found.append(driver.VgpuInfo(
                     mdev_uuid=None, parent_addr=dev["address"],
