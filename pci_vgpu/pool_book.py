@@ -97,12 +97,17 @@ class DeviceBook:
     # -- adding and removing ---------------------------------------------------
 
     def add_whole(self, dev: ty.Any, key_: pool.PoolKey) -> None:
-        """Track a non-mdev device under the pool ``key_``."""
+        """Track a non-mdev device under the pool ``key_``.
+
+        :raises: InvalidVgpuTypes, InvalidVgpuSharing,
+            InvalidVgpuMaxInstances (nothing is tracked then).
+        """
         key = pd.ident(dev)
+        # Validated before anything is recorded: a bad inventory tracks
+        # nothing.
+        gpu = pd.new_gpu_state(dev) if pd.vgpu_types(dev) else None
         self.devs[key] = dev
-        gpu = None
-        if pd.vgpu_types(dev):
-            gpu = pd.new_gpu_state(dev)
+        if gpu is not None:
             self.gpus[key] = gpu
             self._make_vgpu_pools(dev, key_, gpu)
         p = self._pool_for(key_, gpu)

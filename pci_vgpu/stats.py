@@ -205,7 +205,6 @@ class PciDeviceStats:
         else:
             key = self._pool_key(dev)
             if key is not None:
-                pd.vgpu_types(dev) and pd.new_gpu_state(dev)  # validate
                 self._book.add_whole(dev, key)
 
     def remove_device(self, dev: ty.Any) -> None:

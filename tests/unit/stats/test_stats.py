@@ -309,6 +309,10 @@ class TestBadInput:
         with pytest.raises(pool_errors.InvalidVgpuSharing) as exc:
             s.add_device(inv.to_device(gpu))
         assert "'mixed'" in str(exc.value) and list(s) == []
+        # Not half-tracked either: the same address comes back as new.
+        good = inv.to_device(inv.create_gpu(GPU0, 0, {"t": 2}))
+        s.add_device(good)
+        assert {p["address"] for p in s} == {GPU0}
 
     def test_remove_unknown(self, host: ty.Any) -> None:
         with pytest.raises(pool_errors.PciDevicePoolEmpty) as exc:
