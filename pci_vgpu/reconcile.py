@@ -25,7 +25,6 @@ import dataclasses
 import functools
 import typing as ty
 
-from pci_vgpu import exception
 from pci_vgpu.virt import driver as virt_driver
 from pci_vgpu.virt.noop import attr
 
@@ -40,9 +39,9 @@ Guests = dict[str, virt_driver.GuestInfo]
 class Finding:
     """One difference between the database and the hypervisor."""
 
-    #: "leaked-claim" | "orphan-vgpu" | "missing-vgpu"
+    #: "leaked-claim" | "orphan-vgpu" | "missing-vgpu" | "untracked-guest"
     kind: str
-    #: Instance UUID (leaked claim) or vGPU UUID.
+    #: Instance UUID (leaked claim), guest UUID (untracked guest) or vGPU UUID.
     subject: str
     detail: str
     fixed: bool = False
@@ -141,13 +140,13 @@ def fix(finding: Finding, action: ty.Callable[[], None]) -> None:
 
     One stubborn vGPU must not stop the other repairs.
     """
+    from pci_vgpu.service import _reason
+
     try:
         action()
         finding.fixed = True
     except Exception as exc:  # noqa: BLE001 - reported in the finding
-        reason = exc.format_message() if isinstance(exc, exception.PciVgpuException) \
-            else "%s: %s" % (type(exc).__name__, exc)
-        finding.detail += "; fix failed: %s" % reason
+        finding.detail += "; fix failed: %s" % _reason(exc)
 
 
 def vgpu_device(vgpu: virt_driver.VgpuInfo) -> PciDevice:
