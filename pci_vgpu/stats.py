@@ -28,7 +28,6 @@ and allocated ones count as usage).  Placement allocations
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import typing as ty
 
@@ -421,7 +420,11 @@ class PciDeviceStats:
         Requests are explained in order against the state left by the
         earlier ones (as they would be served), then everything is undone.
         """
-        views = [pf.RequestView.of(r) for r in requests]
+        return self._explain_views([pf.RequestView.of(r) for r in requests],
+                                   numa_cells)
+
+    def _explain_views(self, views: list[pf.RequestView],
+                       numa_cells: ty.Any) -> Explanation:
         journal, picked = _Journal(), []  # type: ignore[var-annotated]
         take = (self._take_counts(journal) if self._scheduler_side
                 else self._taker.take)
@@ -437,8 +440,7 @@ class PciDeviceStats:
         return Explanation(result)
 
     def _why(self, views: list[pf.RequestView], numa_cells: ty.Any) -> str:
-        failed = [r for r in self.explain(views_as_requests(views),
-                                          numa_cells).requests
+        failed = [r for r in self._explain_views(views, numa_cells).requests
                   if not r.satisfied]
         if not failed:
             return "the requests cannot all be served together"
@@ -478,15 +480,6 @@ class PciDeviceStats:
 
 def _names(views: list[pf.RequestView]) -> str:
     return ", ".join("%s x%d" % (v.request_id, v.count) for v in views)
-
-
-def views_as_requests(views: list[pf.RequestView]) -> list[dict[str, ty.Any]]:
-    """Request dicts equivalent to parsed views (for re-explaining)."""
-    return [{"request_id": v.request_id, "count": v.count,
-             "spec": v.specs if not v.vgpu_types else
-             [dict(s, vgpu_types=json.dumps(sorted(v.vgpu_types)))
-              for s in v.specs],
-             "numa_policy": v.numa_policy} for v in views]
 
 
 def _live_count(p: pool.Pool) -> int:
