@@ -23,6 +23,7 @@ import uuid as uuidlib
 from pci_vgpu import exception
 from pci_vgpu.db import records
 from pci_vgpu.service import InstanceRecord
+from pci_vgpu.service import ServerNotFound
 from pci_vgpu.virt.noop import attr
 
 if ty.TYPE_CHECKING:
@@ -87,6 +88,19 @@ class ServiceTracker:
                 return [server] + attachments
         return []
 
+    def _server(self, server_uuid: str) -> records.InstanceRecord:
+        """The record of server ``server_uuid``.
+
+        :raises: ServerNotFound (e.g. another process deleted it meanwhile).
+        """
+        groups = self._groups()
+        for server, _attachments in groups:
+            if server.uuid == server_uuid:
+                return server
+        raise ServerNotFound(server=server_uuid, host=self.hostname,
+                             known=", ".join(sorted(s.name or s.uuid for s, _ in groups))
+                             or "none")
+
     def devices_of(self, instance_uuid: str) -> list[PciDevice]:
         group = self._group_of(instance_uuid) or []
         uuids = [r.uuid for r in group] or [instance_uuid]
@@ -102,7 +116,7 @@ class ServiceTracker:
     def claim_more(self, instance_uuid: str, requests: ty.Any,
                    numa_node: int | None) -> list[PciDevice]:
         reqs = list(getattr(requests, "requests", requests))
-        server = self._group_of(instance_uuid)[0]
+        server = self._server(instance_uuid)
         first_id = reqs[0].request_id if reqs else None
         if not first_id:
             raise exception.Invalid(reason="an attachment needs at least one request")

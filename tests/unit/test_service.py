@@ -192,6 +192,15 @@ def test_attach_then_detach(service, conf):
     assert free_of(service, "nvidia-222") == 1
 
 
+def test_attach_to_a_server_deleted_meanwhile_names_it(service, conf):
+    # Another process deleted the server between get_server and the claim.
+    service.create_server("vm1", reqs(conf, "t4:1"))
+    gone = "0b5a3b4e-5c0e-4f3e-9a63-1d2c3b4a5f60"
+    with pytest.raises(svc.ServerNotFound, match="%s.*known: vm1" % gone):
+        service.tracker.claim_more(gone, reqs(conf, "t4:1"), None)
+    assert free_of(service, "nvidia-222") == 1
+
+
 def test_detach_of_a_flavor_device_is_refused_before_touching_the_guest(service, conf):
     [dev] = service.create_server("vm1", reqs(conf, "t4:1")).devices
     with pytest.raises(service_tracker.DeviceNotDetachable, match=dev.mdev_uuid):
