@@ -15,7 +15,6 @@ tracker (``pci_vgpu.db``), so these objects never touch a database.
 from __future__ import annotations
 
 import copy
-import json
 import typing as ty
 import uuid
 
@@ -24,6 +23,7 @@ from oslo_utils import uuidutils
 from oslo_utils import versionutils
 
 from pci_vgpu import exception
+from pci_vgpu import pool_devices
 from pci_vgpu.objects import base
 from pci_vgpu.objects import device_tree
 from pci_vgpu.objects import fields
@@ -202,12 +202,14 @@ class PciDevice(base.PciVgpuPersistentObject, base.PciVgpuObject):
     @property
     def vgpu_types(self) -> dict[str, dict[str, ty.Any]]:
         """``{type_id: {name, description, device_api, available, max,
-        identifier}}`` that a vGPU-capable GPU offers; {} otherwise."""
-        raw = self._extra("vgpu_types")
-        if not raw:
-            return {}
-        value = json.loads(raw)
-        return value if isinstance(value, dict) else {}
+        identifier}}`` that a vGPU-capable GPU offers; {} otherwise.
+
+        Read by the pools' own parser, so both accept and refuse the same.
+
+        :raises: InvalidVgpuTypes when the value is not a JSON object of
+            objects.
+        """
+        return pool_devices.vgpu_types(self)
 
     @property
     def vgpu_sharing(self) -> str | None:

@@ -131,6 +131,16 @@ def test_vgpu_accessors():
     assert vf.vgpu_type is None
 
 
+@pytest.mark.parametrize("raw", ['{"nvidia-222": ', '["nvidia-222"]'])
+def test_malformed_vgpu_types_is_a_typed_error_naming_it(raw):
+    from pci_vgpu import pool_errors
+
+    gpu = _create(dict(fake_gpu, vgpu_types=raw))
+    with pytest.raises(pool_errors.InvalidVgpuTypes) as err:
+        gpu.vgpu_types
+    assert "0000:41:00.0" in str(err.value) and repr(raw) in str(err.value)
+
+
 def test_vgpu_type_prefers_assigned_type_over_mdev_type():
     mdev = _create(dict(fake_mdev, vgpu_type="nvidia-223"))
     assert mdev.vgpu_type == "nvidia-223"
