@@ -31,6 +31,7 @@ import typing as ty
 from oslo_utils import strutils
 
 from pci_vgpu import exception
+from pci_vgpu import pool_devices
 from pci_vgpu import vgpu_types
 
 if ty.TYPE_CHECKING:
@@ -184,8 +185,8 @@ class PciDeviceSpec:
         if not self.vgpu_types:
             return dict(vgpu_types)
         return {type_id: entry for type_id, entry in vgpu_types.items()
-                if self.vgpu_types & {type_id, entry.get("name"),
-                                      entry.get("identifier")}}
+                if self.vgpu_types.intersection(
+                    pool_devices.type_names(type_id, entry))}
 
     def match_pci_obj(self, pci_obj: PciDevice) -> bool:
         return self.match(device_dict_of(pci_obj))
