@@ -24,7 +24,7 @@ from pci_vgpu import exception
 from pci_vgpu.db import records
 from pci_vgpu.service import InstanceRecord
 from pci_vgpu.service import ServerNotFound
-from pci_vgpu.virt.noop import attr
+from pci_vgpu.service import device_name
 
 if ty.TYPE_CHECKING:
     from pci_vgpu.manager import PciDevTracker
@@ -46,10 +46,6 @@ def _is_attachment_of(record: records.InstanceRecord, server: records.InstanceRe
         return False
     request_id = getattr(record.requests[0], "request_id", None)
     return bool(request_id) and record.uuid == attachment_uuid(server.uuid, str(request_id))
-
-
-def _key(dev: PciDevice) -> str:
-    return str(attr(dev, "mdev_uuid") or attr(dev, "address"))
 
 
 class ServiceTracker:
@@ -138,11 +134,11 @@ class ServiceTracker:
 
     def check_detachable(self, instance_uuid: str, devices: ty.Sequence[PciDevice]) -> None:
         """:raises: DeviceNotDetachable for a device of the server's own claim."""
-        wanted = {_key(d) for d in devices}
+        wanted = {device_name(d) for d in devices}
         for record in self._group_of(instance_uuid)[:1]:
             for dev in self.tracker.devices_of(record.uuid):
-                if _key(dev) in wanted:
-                    raise DeviceNotDetachable(device=_key(dev), server=record.name)
+                if device_name(dev) in wanted:
+                    raise DeviceNotDetachable(device=device_name(dev), server=record.name)
 
     def free_devices(self, instance_uuid: str, devices: ty.Sequence[PciDevice]) -> None:
         """Free the attachments holding ``devices`` (whole attachments).
@@ -150,10 +146,10 @@ class ServiceTracker:
         :raises: DeviceNotDetachable for a device of the server's own claim.
         """
         self.check_detachable(instance_uuid, devices)
-        wanted = {_key(d) for d in devices}
+        wanted = {device_name(d) for d in devices}
         group = self._group_of(instance_uuid)
         for record in group[1:]:
-            if wanted & {_key(d) for d in self.tracker.devices_of(record.uuid)}:
+            if wanted & {device_name(d) for d in self.tracker.devices_of(record.uuid)}:
                 self.tracker.free_instance(record.uuid)
 
     # --- pools -----------------------------------------------------------
