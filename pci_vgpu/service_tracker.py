@@ -68,10 +68,11 @@ class ServiceTracker:
     def _groups(self) -> list[tuple[records.InstanceRecord, list[records.InstanceRecord]]]:
         """(server, its attachments) for every server record."""
         all_records = self.tracker.instances()
-        attachments = {r.uuid for s in all_records for r in all_records
-                       if _is_attachment_of(r, s)}
-        servers = [r for r in all_records if r.uuid not in attachments]
-        return [(s, [r for r in all_records if _is_attachment_of(r, s)]) for s in servers]
+        # Each pair is checked once (a uuid5 each): attachment -> its server.
+        server_of = {r.uuid: s.uuid for s in all_records for r in all_records
+                     if _is_attachment_of(r, s)}
+        return [(s, [r for r in all_records if server_of.get(r.uuid) == s.uuid])
+                for s in all_records if s.uuid not in server_of]
 
     def instances(self) -> list[InstanceRecord]:
         return [InstanceRecord(uuid=s.uuid, name=s.name or s.uuid, status=s.status,
@@ -98,7 +99,7 @@ class ServiceTracker:
                              or "none")
 
     def devices_of(self, instance_uuid: str) -> list[PciDevice]:
-        group = self._group_of(instance_uuid) or []
+        group = self._group_of(instance_uuid)
         uuids = [r.uuid for r in group] or [instance_uuid]
         return [d for u in uuids for d in self.tracker.devices_of(u)]
 
