@@ -21,7 +21,7 @@ import typing as ty
 from pci_vgpu import capacity
 from pci_vgpu import pool
 from pci_vgpu import pool_errors
-from pci_vgpu import request as pci_request
+from pci_vgpu import vgpu_types
 
 LOG = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class RequestView:
                 reason="allowed: %s" % ", ".join(NUMA_POLICIES))
         specs = list(_get(request, "spec") or [{}])
         types = frozenset().union(
-            *(pci_request.vgpu_types_of(s) for s in specs))
+            *(vgpu_types.vgpu_types_of(s) for s in specs))
         matchable = [{k: (v.lower() if isinstance(v, str) else v)
                       for k, v in s.items() if k not in IGNORED_SPEC_KEYS}
                      for s in specs]
