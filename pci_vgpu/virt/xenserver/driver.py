@@ -166,7 +166,13 @@ class XenServerDriver(virt_driver.VirtDriver):
         except (guests.PlanError, virt_exc.VirtDriverError) as exc:
             raise virt_exc.GuestSpawnFailed(driver=NAME, guest=guest.uuid,
                                             reason=snap.name_refs(str(exc))) from None
-        guests.check_placement(self._call, vm, plans)
+        try:
+            guests.check_placement(self._call, vm, plans)
+        except virt_exc.VirtDriverError as exc:
+            # Only a warning rides on it, and the guest already runs: failing
+            # spawn now would make the caller free a claim the guest uses.
+            LOG.warning("Guest %(guest)s started; its vGPU placement could not be "
+                        "checked: %(err)s", {"guest": guest.uuid, "err": exc})
 
     def destroy(self, guest_uuid: str) -> None:
         """Shut the VM down and destroy it with its VGPUs; gone is fine."""

@@ -66,7 +66,7 @@ class _Api:
         self.password = password
         self.calls: list[tuple[str, tuple[object, ...]]] = []
         #: Failures to answer instead of running the call, by method.
-        self.faults: dict[str, list[XapiError]] = {}
+        self.faults: dict[str, list[XapiError | None]] = {}
 
     def _dispatch(self, method: str, params: tuple[object, ...]) -> dict[str, object]:
         with self.db.lock:
@@ -89,8 +89,9 @@ class _Api:
         sig = inspect.signature(handler)
         required = sum(1 for p in list(sig.parameters.values())[1:] if p.default is p.empty)
         self._arity(method, args, required, len(sig.parameters) - 1)
-        if self.faults.get(method):
-            raise self.faults[method].pop(0)
+        fault = self.faults[method].pop(0) if self.faults.get(method) else None
+        if fault is not None:
+            raise fault
         return handler(self.db, *args)
 
     @staticmethod
@@ -185,13 +186,15 @@ class Simulator:
         with self.db.lock:
             self.db.tables["session"].clear()
 
-    def fail_next(self, method: str, code: str, *params: object) -> None:
-        """Answer the next ``method`` call with a Failure, running nothing.
+    def fail_next(self, method: str, code: str, *params: object, after: int = 0) -> None:
+        """Answer the next ``method`` call (after ``after`` that succeed)
+        with a Failure, running nothing.
 
         For faults a single host cannot be driven into on demand (a handle
         destroyed by another client between two calls, a XAPI restart).
         """
-        self.api.faults.setdefault(method, []).append(XapiError(code, *params))
+        self.api.faults.setdefault(method, []).extend(
+            [None] * after + [XapiError(code, *params)])
 
     def set_password(self, password: str) -> None:
         """Change the accepted password (existing sessions stay valid)."""

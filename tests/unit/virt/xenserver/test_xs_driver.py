@@ -154,6 +154,17 @@ def test_bad_power_state_at_start_rolls_back(grid_k2: Simulator, driver: XenServ
                        "VM_BAD_POWER_STATE", "must be halted but is running")
 
 
+def test_failed_placement_check_keeps_the_started_guest(grid_k2: Simulator,
+                                                        driver: XenServerDriver) -> None:
+    # The first VM.get_all_records is spawn's own snapshot; the second, the
+    # placement check after VM.start, fails: the guest runs, so spawn must
+    # not report a failure the caller would answer by freeing its claim.
+    grid_k2.fail_next("VM.get_all_records", "INTERNAL_ERROR", "db lock", after=1)
+    driver.spawn(GUEST, [xapi.make_vgpu("0000:08:00.0", "GRID K240Q", MDEV_A)])
+    [guest] = driver.list_guests()
+    assert (guest.uuid, guest.running, guest.mdev_uuids) == (GUEST.uuid, True, (MDEV_A,))
+
+
 def test_session_invalid_mid_spawn_is_recovered(grid_k2: Simulator, driver: XenServerDriver) -> None:
     driver.get_pci_passthrough_devices()
     grid_k2.expire_sessions()
