@@ -12,9 +12,11 @@ vGPU additions:
 * a device without a PCI address (an mdev, a XAPI VGPU) matches through its
   parent GPU's address (``parent_addr``);
 * an optional ``"vgpu_types": [...]`` narrows which vGPU types of a matched
-  GPU are offered, and which existing mdevs are assignable.  A type named in
-  the spec matches a GPU's type entry by id, name or identifier (see
-  ``doc/contract.rst``).
+  GPU are offered for new vGPUs.  A type named in the spec matches a GPU's
+  type entry by id, name or identifier (see ``doc/contract.rst``).  A vGPU
+  that already exists passes with its GPU whatever its type: it occupies the
+  GPU (the pools count a type not offered as foreign and never hand it out),
+  and dropping it from the report would let a claim over-commit the GPU.
 
 Nova's "PF address also matches its VFs" needs sysfs and is not done here; a
 VF matches by its own address.  ``devname`` matches the ``devname`` key of
@@ -152,8 +154,7 @@ class PciDeviceSpec:
 
     def match(self, dev_dict: ty.Mapping[str, ty.Any]) -> bool:
         """Whether this spec admits the device dict (see module doc)."""
-        return (self._ids_match(dev_dict) and self._place_matches(dev_dict)
-                and self._existing_vgpu_matches(dev_dict))
+        return self._ids_match(dev_dict) and self._place_matches(dev_dict)
 
     def _ids_match(self, dev: ty.Mapping[str, ty.Any]) -> bool:
         return (self.vendor_id in (ANY, str(dev.get("vendor_id")).lower())
@@ -170,13 +171,6 @@ class PciDeviceSpec:
             return self.address.match(address)
         except exception.PciDeviceWrongAddressFormat:
             return False
-
-    def _existing_vgpu_matches(self, dev: ty.Mapping[str, ty.Any]) -> bool:
-        """An existing vGPU passes only if its type is one the spec offers."""
-        vgpu_type = dev.get("vgpu_type") or dev.get("mdev_type")
-        if not self.vgpu_types or not vgpu_type:
-            return True
-        return vgpu_type in self.vgpu_types
 
     def offered_vgpu_types(
             self, vgpu_types: dict[str, dict[str, ty.Any]]

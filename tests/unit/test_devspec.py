@@ -83,11 +83,14 @@ def test_vgpu_types_narrow_offered_types_by_id_name_or_identifier():
                                              "nvidia-224"}
 
 
-def test_vgpu_types_in_spec_filter_existing_mdevs_by_type():
+def test_vgpu_types_in_spec_narrow_offers_not_existing_mdevs():
+    # An existing vGPU occupies its GPU whatever its type: it passes with the
+    # GPU, and only the GPU's offered types are narrowed.
     wl = _wl({"vendor_id": "10de", "vgpu_types": ["nvidia-223"]})
-    assert wl.device_assignable(fake_mdev) is None
-    assert wl.device_assignable(dict(fake_mdev, mdev_type="nvidia-223"))
-    assert wl.device_assignable(fake_gpu)
+    assert wl.device_assignable(fake_mdev) is wl.specs[0]
+    assert list(wl.filter_device(fake_gpu)["vgpu_types"]) == ["nvidia-223"]
+    other_vendor = _wl({"vendor_id": "8086", "vgpu_types": ["nvidia-222"]})
+    assert other_vendor.device_assignable(fake_mdev) is None
 
 
 def test_first_matching_spec_wins_and_tags_are_kept():
@@ -106,7 +109,10 @@ def test_get_devspec_for_objects_including_mdevs():
     assert wl.get_devspec(mdev) is wl.specs[0]
     other = objects.PciDevice.create(None, dict(fake_mdev,
                                                 mdev_type="nvidia-999"))
-    assert wl.get_devspec(other) is None
+    assert wl.get_devspec(other) is wl.specs[0]
+    elsewhere = objects.PciDevice.create(
+        None, dict(fake_mdev, parent_addr="0000:42:00.0"))
+    assert wl.get_devspec(elsewhere) is None
 
 
 def test_devname_matches_device_devname():
