@@ -118,6 +118,21 @@ def mdev_device_xml(parent_dev_id: str, mdev_type: str, mdev_uuid: str) -> str:
     return str(etree.tostring(root, pretty_print=True, encoding="unicode"))
 
 
+def _destroy_failed(started: ty.Any, mdev_uuid: str) -> str:
+    """Destroy an mdev whose create is being undone; what went wrong, or "".
+
+    A failed destroy must not hide why the create failed, and the caller
+    must learn that the mdev is still there (reconcile reports it).
+    """
+    try:
+        started.destroy()
+    except libvirt.libvirtError as exc:
+        LOG.error("Could not destroy mdev %(uuid)s after its define failed: "
+                  "%(err)s", {"uuid": mdev_uuid, "err": exc})
+        return "; the mdev still exists (destroy failed: %s)" % exc
+    return ""
+
+
 class NodedevBackend:
     """Persistent mdevs through libvirt's node-device API."""
 
@@ -157,7 +172,8 @@ class NodedevBackend:
     def create(self, parent_addr: str, mdev_type: str, mdev_uuid: str) -> None:
         """Create (transient), then define + autostart (persistent).
 
-        :raises: VgpuCreateFailed; a failed define destroys the started mdev.
+        :raises: VgpuCreateFailed; a failed define destroys the started mdev
+            (the message says so if that failed too).
         """
         names.pci_address(parent_addr)
         names.mdev_type(mdev_type)
@@ -182,9 +198,9 @@ class NodedevBackend:
         try:
             defined = self.conn.nodeDeviceDefineXML(xml, 0)
         except libvirt.libvirtError as exc:
-            started.destroy()
             raise _create_failed(mdev_uuid, mdev_type, parent_addr,
-                                 "it could not be made persistent: %s" % exc)
+                                 "it could not be made persistent: %s%s"
+                                 % (exc, _destroy_failed(started, mdev_uuid)))
         try:
             defined.setAutostart(1)
         except libvirt.libvirtError as exc:

@@ -93,6 +93,19 @@ def test_nodedev_failed_define_leaves_nothing():
     assert backend.list() == []
 
 
+def test_nodedev_failed_define_and_failed_destroy_names_both():
+    conn = open_host("two-socket-t4-v100")
+    conn.fail_next("nodeDeviceDefineXML", testseam.libvirt_error(
+        libvirt.VIR_ERR_INTERNAL_ERROR, "Cannot find 'mdevctl' in path"))
+    conn.fail_next("nodeDeviceDestroy", testseam.libvirt_error(
+        libvirt.VIR_ERR_INTERNAL_ERROR, "device busy"))
+    backend = mdev.NodedevBackend(conn)
+    with pytest.raises(exception.VgpuCreateFailed,
+                       match="persistent: Cannot find 'mdevctl'.*still exists.*device busy"):
+        backend.create(T4, "nvidia-223", UUID1)
+    assert backend.list() == [mdev.Mdev(UUID1, "nvidia-223", T4)]
+
+
 def test_nodedev_create_without_capacity_fails_with_libvirts_reason():
     backend = mdev.NodedevBackend(open_host("two-socket-t4-v100"))
     backend.create(T4, "nvidia-230", UUID1)  # T4-16Q: one per GPU
