@@ -162,7 +162,12 @@ class LibvirtDriver(driver.VirtDriver):
         view = devices_mod.view(device)
         with self._lock:
             if view.kind == devices_mod.MDEV:
-                self._create_mdev(view)
+                try:
+                    self._create_mdev(view)
+                except libvirt.libvirtError as exc:  # listing devices (nodedev)
+                    raise exception.VgpuCreateFailed(
+                        mdev_uuid=view.mdev_uuid, vgpu_type=view.vgpu_type,
+                        parent_addr=view.parent_addr, reason=str(exc)) from exc
             elif view.kind == devices_mod.NVIDIA_VF:
                 nvidia_vf.set_type(self.sysfs, ty.cast(str, view.address),
                                    ty.cast(str, view.vgpu_type))
@@ -186,7 +191,12 @@ class LibvirtDriver(driver.VirtDriver):
         view = devices_mod.view(device)
         with self._lock:
             if view.kind == devices_mod.MDEV:
-                self.mdevs.remove(ty.cast(str, view.mdev_uuid), view.parent_addr)
+                try:
+                    self.mdevs.remove(ty.cast(str, view.mdev_uuid), view.parent_addr)
+                except libvirt.libvirtError as exc:  # listing devices (nodedev)
+                    raise exception.VgpuRemoveFailed(
+                        mdev_uuid=view.mdev_uuid, parent_addr=view.parent_addr,
+                        reason=str(exc)) from exc
             elif view.kind == devices_mod.NVIDIA_VF:
                 nvidia_vf.release(self.sysfs, ty.cast(str, view.address))
 

@@ -238,6 +238,7 @@ class TestDriverSeam:
 
     # -- node devices ----------------------------------------------------
     def listAllDevices(self, flags: int = 0) -> list[ty.Any]:
+        self._check("listAllDevices")
         devices: list[ty.Any] = []
         for real in self._conn.listAllDevices(flags):
             if real.name() not in self._hidden:

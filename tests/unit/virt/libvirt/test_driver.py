@@ -63,6 +63,19 @@ def test_uuid_reused_with_another_type_is_refused(make_driver):
         drv.prepare_vgpu(mdev_device(vgpu_type="nvidia-223"))
 
 
+def test_libvirt_failing_to_list_devices_is_a_typed_vgpu_error(make_driver):
+    drv = make_driver()
+    vgpu = mdev_device()
+    drv.conn.fail_next("listAllDevices", _error(libvirt.VIR_ERR_INTERNAL_ERROR, "udev gone"))
+    with pytest.raises(exception.VgpuCreateFailed, match="%s.*udev gone" % UUID1):
+        drv.prepare_vgpu(vgpu)
+    drv.prepare_vgpu(vgpu)
+    drv.conn.fail_next("listAllDevices", _error(libvirt.VIR_ERR_INTERNAL_ERROR, "udev gone"))
+    with pytest.raises(exception.VgpuRemoveFailed, match="%s.*udev gone" % UUID1):
+        drv.release_vgpu(vgpu)
+    assert _mdevs(drv) == [(UUID1, "nvidia-222", None)]
+
+
 def test_failed_start_leaves_no_guest(make_driver):
     drv = make_driver()
     drv.conn.fail_next("domainCreate", _error(libvirt.VIR_ERR_INTERNAL_ERROR, "qemu died"))
