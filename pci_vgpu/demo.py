@@ -27,6 +27,8 @@ from pci_vgpu.cli import config as cli_config
 
 POOL_VIEW = ["-c", "address", "-c", "numa_node", "-c", "vgpu_type", "-c", "vgpu_names",
              "-c", "free", "-c", "used"]
+INVENTORY_VIEW = ["-c", "dev_id", "-c", "address", "-c", "numa_node", "-c", "vgpu_types",
+                  "-c", "status"]
 EXPLAIN_VIEW = ["-c", "pool", "-c", "free", "-c", "verdict", "-c", "detail"]
 
 
@@ -49,8 +51,7 @@ def libvirt_steps() -> list[Step]:
     return [
         Step("The libvirt test host: a V100 on NUMA node 0, a T4 on node 1 (its NIC is "
              "not listed: [pci] device_spec lets only NVIDIA devices through).",
-             ["host", "inventory", "-c", "dev_id", "-c", "address", "-c", "numa_node",
-              "-c", "vgpu_types", "-c", "status"] + conn),
+             ["host", "inventory"] + INVENTORY_VIEW + conn),
         Step("The configuration checked against it (the k2 aliases are for XenServer).",
              ["config", "check"] + conn),
         Step("Pools by vGPU type and NUMA node: what the scheduler sees.",
@@ -82,8 +83,7 @@ def xenserver_steps() -> list[Step]:
     return [
         Step("The XAPI simulator: two GRID K2 boards, four pGPUs; [xenserver] "
              "pci_numa_nodes puts board A on NUMA node 0, board B on node 1.",
-             ["host", "inventory", "-c", "dev_id", "-c", "address", "-c", "numa_node",
-              "-c", "vgpu_types", "-c", "status"] + conn),
+             ["host", "inventory"] + INVENTORY_VIEW + conn),
         Step("Pools of the K2 pGPUs.", ["pool", "list"] + POOL_VIEW + conn),
         Step("Five K280Q do not fit: each pGPU hosts one.",
              ["flavor", "explain", "k2-k280q-x5", "-c", "pool", "-c", "verdict",

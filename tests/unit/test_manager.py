@@ -17,18 +17,11 @@ from pci_vgpu import manager
 from pci_vgpu import pool_errors
 from tests.fixtures.db import database  # noqa: F401  (pytest fixture)
 from tests.fixtures.db import db_url  # noqa: F401  (pytest fixture)
+from tests.fixtures.db import sqlite_db  # noqa: F401  (pytest fixture)
 from tests.unit.db import inventory as inv
 
 INSTANCE_A = "11111111-1111-4111-8111-111111111111"
 INSTANCE_B = "22222222-2222-4222-8222-222222222222"
-
-
-@pytest.fixture
-def sqlite_db(tmp_path: ty.Any) -> ty.Iterator[db_api.Database]:
-    db = db_api.Database("sqlite:///%s" % (tmp_path / "tracker.sqlite"))
-    db.sync()
-    yield db
-    db.dispose()
 
 
 def _tracker(db: db_api.Database, host: str = "cn1") -> manager.PciDevTracker:

@@ -16,18 +16,11 @@ from pci_vgpu import devspec
 from pci_vgpu import manager
 from pci_vgpu import pool_errors
 from pci_vgpu.db import api as db_api
+from tests.fixtures.db import sqlite_db  # noqa: F401  (pytest fixture)
 from tests.unit.db import inventory as inv
 
 EXISTING = "4b20d080-1b54-4048-85b3-a6a62d165c01"
 INSTANCE = "11111111-1111-4111-8111-111111111111"
-
-
-@pytest.fixture
-def sqlite_db(tmp_path: ty.Any) -> ty.Iterator[db_api.Database]:
-    db = db_api.Database("sqlite:///%s" % (tmp_path / "tracker.sqlite"))
-    db.sync()
-    yield db
-    db.dispose()
 
 
 def _report(existing_type: str) -> str:

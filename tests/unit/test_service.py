@@ -32,6 +32,7 @@ from pci_vgpu import service_tracker
 from pci_vgpu.db import api as db_api
 from pci_vgpu.virt import exception as virt_exc
 from pci_vgpu.virt import noop
+from tests.fixtures.db import sqlite_db  # noqa: F401  (pytest fixture)
 
 
 def gpu(address: str, product: str, node: int, type_id: str, name: str,
@@ -83,11 +84,8 @@ def conf() -> cfg.ConfigOpts:
 
 
 @pytest.fixture
-def database(tmp_path: ty.Any) -> ty.Iterator[db_api.Database]:
-    db = db_api.Database("sqlite:///%s" % (tmp_path / "svc.sqlite"))
-    db.sync()
-    yield db
-    db.dispose()
+def database(sqlite_db: db_api.Database) -> db_api.Database:  # noqa: F811
+    return sqlite_db
 
 
 def make_service(database: db_api.Database, conf: cfg.ConfigOpts,
