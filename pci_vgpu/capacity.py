@@ -19,8 +19,24 @@ Sharing rules (``sharing``), as the hardware does it:
 ``one-type``  time-sliced GPUs (NVIDIA): once a vGPU of type A exists, other
               types have no room until the GPU is empty again.  The lock is
               decided by what exists, not by configuration.
-``budget``    types mix (Intel GVT-g): each instance of ``T`` uses
-              ``1/max_instances[T]`` of the GPU; exact fractions, no floats.
+``budget``    types mix: the GPU has a *capacity* of one or more resources
+              and each instance of ``T`` takes ``sizes[T]`` of them; a new
+              vGPU fits while every resource it takes has room, and never
+              beyond ``max_instances[T]``.  Integers only, no floats.
+
+Budgets, as real drivers keep them (see :mod:`pci_vgpu.vgpu_sizes` for where
+the numbers come from):
+
+* Intel GVT-g: aperture (low GM), hidden GM and fence registers; a type
+  takes a fixed amount of each (its sysfs description says which);
+* the kernel's mbochs sample: one video-memory budget in MB (module
+  parameter ``count``), types of 4/16/64 MB that need not divide it;
+* a GPU-sharing scheduler's model: 1000 milli-GPUs, any share of them;
+* no sizes known: the *1/max rule* -- each instance of ``T`` takes
+  ``1/max_instances[T]`` of the GPU, expressed in integers as a capacity of
+  ``lcm(max)`` units of which ``T`` takes ``lcm(max) / max[T]``.  Exact for
+  mtty (ports), mdpy (one count per parent) and any budget whose sizes divide
+  it evenly.
 
 And across both: a GPU given whole has no vGPU capacity; a GPU with any vGPU
 in use cannot be given whole.
@@ -30,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import fractions
+import math
 import typing as ty
 
 from pci_vgpu import pool_errors
@@ -53,6 +70,12 @@ SPREAD = "spread"
 PLACEMENT_POLICIES = (PACK, SPREAD)
 
 
+#: The one resource of the 1/max rule (no sizes known).
+SHARE = "share"
+
+Amounts = ty.Mapping[str, int]
+
+
 @dataclasses.dataclass
 class GpuState:
     """Capacity state of one GPU (or one NVIDIA vendor-VFIO VF)."""
@@ -73,32 +96,130 @@ class GpuState:
     #: device_spec narrowed the types): their share is unknown, so while
     #: any exists nothing new is created (spares stay usable).
     foreign: int = 0
+    #: Names of the budget's resources, sorted (``(SHARE,)``: 1/max rule).
+    resources: tuple[str, ...] = ()
+    #: What the empty GPU has of each resource, in ``resources`` order.
+    capacity: tuple[int, ...] = ()
+    #: type id -> what one instance takes of each resource.
+    sizes: dict[str, tuple[int, ...]] = dataclasses.field(
+        default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.resources:
+            self.resources, self.capacity, self.sizes = _one_over_max(
+                self.max_instances)
 
     def copy(self) -> GpuState:
-        """Independent copy; cheaper than ``copy.deepcopy`` (flat dicts)."""
+        """Independent copy; cheaper than ``copy.deepcopy`` (flat dicts).
+
+        The budget (resources, capacity, sizes) never changes: shared.
+        """
         return GpuState(self.address, self.sharing, dict(self.max_instances),
                         dict(self.existing), dict(self.in_use), self.whole,
-                        self.foreign)
+                        self.foreign, self.resources, self.capacity,
+                        self.sizes)
+
+
+def _one_over_max(max_instances: ty.Mapping[str, int]
+                  ) -> tuple[tuple[str, ...], tuple[int, ...],
+                             dict[str, tuple[int, ...]]]:
+    """The 1/max rule in integers: ``lcm(max)`` units, ``T`` takes lcm/max."""
+    units = math.lcm(*max_instances.values()) if max_instances else 1
+    return ((SHARE,), (units,),
+            {t: (units // m,) for t, m in max_instances.items()})
 
 
 def new_gpu_state(address: str, sharing: str,
                   max_instances: ty.Mapping[str, ty.Any],
-                  whole: str = WHOLE_ABSENT) -> GpuState:
+                  whole: str = WHOLE_ABSENT,
+                  sizes: ty.Mapping[str, Amounts] | None = None,
+                  capacity: Amounts | None = None) -> GpuState:
     """Build a validated, empty :class:`GpuState`.
 
+    :param sizes: type id -> {resource: amount one instance takes}, for
+        every type (a resource a type does not name, it does not take);
+        None: the 1/max rule.
+    :param capacity: {resource: amount the empty GPU has}; None derives it
+        from the sizes as the smallest budget that the driver's
+        ``max_instances`` imply (``max(max[T] * size[T])`` per resource:
+        never more than the GPU has, exact when the smallest type's size
+        divides the others').
     :raises: InvalidVgpuSharing for an unknown sharing mode,
-        InvalidVgpuMaxInstances for a max that is not an integer >= 1.
+        InvalidVgpuMaxInstances for a max that is not an integer >= 1,
+        InvalidVgpuSize for sizes or a capacity that are not whole amounts,
+        miss a type, or leave a type no room on the empty GPU.
     """
     if sharing not in SHARING_MODES:
         raise pool_errors.InvalidVgpuSharing(
             address=address, value=sharing, allowed=", ".join(SHARING_MODES))
     maxes: dict[str, int] = {}
     for type_id, value in max_instances.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not _is_count(value) or value < 1:
             raise pool_errors.InvalidVgpuMaxInstances(
                 address=address, vgpu_type=type_id, value=value)
         maxes[type_id] = value
-    return GpuState(address, sharing, maxes, whole=whole)
+    if sizes is None:
+        if capacity is not None:
+            raise pool_errors.InvalidVgpuSize(
+                address=address, vgpu_type="(all)", value=capacity,
+                reason="a capacity needs the size of every type")
+        return GpuState(address, sharing, maxes, whole=whole)
+    resources, vectors = _size_vectors(address, maxes, sizes)
+    total = _capacity_vector(address, resources, maxes, vectors, capacity)
+    return GpuState(address, sharing, maxes, whole=whole,
+                    resources=resources, capacity=total, sizes=vectors)
+
+
+def _is_count(value: ty.Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _size_vectors(address: str, maxes: dict[str, int],
+                  sizes: ty.Mapping[str, Amounts]
+                  ) -> tuple[tuple[str, ...], dict[str, tuple[int, ...]]]:
+    """Sizes as vectors over the sorted union of resources.
+
+    :raises: InvalidVgpuSize.
+    """
+    for type_id in maxes:
+        size = sizes.get(type_id)
+        if not isinstance(size, ty.Mapping) or not size or not all(
+                isinstance(r, str) and r and _is_count(n) and n >= 0
+                for r, n in size.items()) or not any(size.values()):
+            raise pool_errors.InvalidVgpuSize(
+                address=address, vgpu_type=type_id, value=size,
+                reason="allowed: {resource: integer >= 0}, not all 0")
+    resources = tuple(sorted({r for t in maxes for r in sizes[t]}))
+    return resources, {t: tuple(sizes[t].get(r, 0) for r in resources)
+                       for t in maxes}
+
+
+def _capacity_vector(address: str, resources: tuple[str, ...],
+                     maxes: dict[str, int],
+                     sizes: dict[str, tuple[int, ...]],
+                     capacity: Amounts | None) -> tuple[int, ...]:
+    """The budget, given or derived; every type fits once on the empty GPU.
+
+    :raises: InvalidVgpuSize.
+    """
+    if capacity is None:
+        return tuple(max(maxes[t] * sizes[t][i] for t in maxes)
+                     for i in range(len(resources)))
+    if not isinstance(capacity, ty.Mapping) or set(capacity) != set(
+            resources) or not all(_is_count(n) and n >= 1
+                                  for n in capacity.values()):
+        raise pool_errors.InvalidVgpuSize(
+            address=address, vgpu_type="(capacity)", value=capacity,
+            reason="allowed: {resource: integer >= 1} for exactly the "
+                   "resources the sizes name (%s)" % ", ".join(resources))
+    total = tuple(capacity[r] for r in resources)
+    for type_id, size in sizes.items():
+        if any(n > c for n, c in zip(size, total)):
+            raise pool_errors.InvalidVgpuSize(
+                address=address, vgpu_type=type_id, value=dict(
+                    zip(resources, size)),
+                reason="larger than the GPU's capacity %s" % dict(capacity))
+    return total
 
 
 def spare(state: GpuState, type_id: str) -> int:
@@ -111,17 +232,35 @@ def total_in_use(state: GpuState) -> int:
     return sum(state.in_use.values())
 
 
-def occupied(state: GpuState) -> fractions.Fraction:
-    """Fraction of the GPU taken by existing vGPUs (0 = empty, 1 = full).
-
-    Each instance of ``T`` takes ``1/max(T)``: the budget rule, and also the
-    right fill level for one-type GPUs since only one type exists there.
-    """
-    used = fractions.Fraction(0)
+def used(state: GpuState) -> tuple[int, ...]:
+    """What existing vGPUs take of each resource of the budget."""
+    if len(state.resources) == 1:  # the common case, kept cheap
+        return (sum(count * state.sizes[t][0]
+                    for t, count in state.existing.items() if count),)
+    total = [0] * len(state.resources)
     for type_id, count in state.existing.items():
         if count:
-            used += fractions.Fraction(count, state.max_instances[type_id])
-    return used
+            for i, n in enumerate(state.sizes[type_id]):
+                total[i] += count * n
+    return tuple(total)
+
+
+def occupied(state: GpuState) -> fractions.Fraction:
+    """Fill level of the GPU: its fullest resource (0 = empty, 1 = full).
+
+    The 1/max rule makes this the sum of ``existing[T] / max[T]``, also the
+    right fill level for one-type GPUs since only one type exists there.
+    """
+    return max(fractions.Fraction(n, c)
+               for n, c in zip(used(state), state.capacity))
+
+
+def room(state: GpuState, type_id: str) -> int:
+    """New instances of ``type_id`` the budget's free resources allow."""
+    size = state.sizes[type_id]
+    taken = used(state)
+    return min((c - u) // n
+               for c, u, n in zip(state.capacity, taken, size) if n)
 
 
 def locking_type(state: GpuState, type_id: str) -> str | None:
@@ -148,8 +287,8 @@ def creatable(state: GpuState, type_id: str) -> int:
         if locking_type(state, type_id) is not None:
             return 0
         return max(0, maximum - state.existing.get(type_id, 0))
-    left = 1 - occupied(state)
-    return max(0, int(left * maximum))  # int() floors a non-negative Fraction
+    return max(0, min(room(state, type_id),
+                      maximum - state.existing.get(type_id, 0)))
 
 
 def free_instances(state: GpuState, type_id: str) -> int:
@@ -214,10 +353,21 @@ def explain_no_capacity(state: GpuState, type_id: str) -> str:
     if other is not None:
         return ("the GPU hosts vGPU type %s and can host one type at a time"
                 % other)
-    if free_instances(state, type_id) < 1:
-        return ("all %d instance(s) in use (%s sharing)"
-                % (state.max_instances[type_id], state.sharing))
-    return "it has free instances"
+    if free_instances(state, type_id) >= 1:
+        return "it has free instances"
+    if state.sharing == BUDGET and state.resources != (SHARE,) and \
+            room(state, type_id) < 1:
+        return "it needs %s, %s left of %s" % (
+            _amounts(state.resources, state.sizes[type_id]),
+            _amounts(state.resources, tuple(
+                c - u for c, u in zip(state.capacity, used(state)))),
+            _amounts(state.resources, state.capacity))
+    return ("all %d instance(s) in use (%s sharing)"
+            % (state.max_instances[type_id], state.sharing))
+
+
+def _amounts(resources: tuple[str, ...], amounts: tuple[int, ...]) -> str:
+    return ", ".join("%d %s" % (n, r) for r, n in zip(resources, amounts))
 
 
 def validate_policy(policy: str) -> str:

@@ -29,7 +29,7 @@ KEY_FIELDS = ("vendor_id", "product_id", "numa_node", "dev_type", "address")
 #: Tags of a vGPU pool that describe its GPU state (scheduler side).
 VGPU_TAGS = ("vgpu_type", "vgpu_names", "vgpu_max", "vgpu_existing",
              "vgpu_in_use", "vgpu_sharing", "vgpu_whole", "vgpu_backend",
-             "vgpu_foreign")
+             "vgpu_foreign", "vgpu_size", "vgpu_capacity")
 #: Tag of a vGPU-capable GPU's whole-device pool: the GPU it is.
 GPU_TAG = "vgpu_gpu"
 #: Tag of a GPU's pools when the GPU has a parent (an SR-IOV VF GPU).
@@ -183,7 +183,9 @@ def to_dict(pool: Pool) -> dict[str, ty.Any]:
             "vgpu_existing": str(gpu.existing.get(vtype, 0)),
             "vgpu_in_use": str(gpu.in_use.get(vtype, 0)),
             "vgpu_sharing": gpu.sharing, "vgpu_whole": gpu.whole,
-            "vgpu_backend": pool.backend, "vgpu_foreign": str(gpu.foreign)})
+            "vgpu_backend": pool.backend, "vgpu_foreign": str(gpu.foreign),
+            "vgpu_size": _amounts_tag(gpu.resources, gpu.sizes[vtype]),
+            "vgpu_capacity": _amounts_tag(gpu.resources, gpu.capacity)})
         if pool.parent:
             result[PARENT_TAG] = pool.parent
     elif isinstance(pool, DevicePool) and pool.gpu is not None:
@@ -207,6 +209,38 @@ def _int_tag(pool: dict[str, ty.Any], tag: str) -> int:
     return number
 
 
+def _amounts_tag(resources: tuple[str, ...], amounts: tuple[int, ...]) -> str:
+    """``"aperture_mb=128,fences=4"``: a budget vector as a pool tag."""
+    return ",".join("%s=%d" % pair for pair in zip(resources, amounts))
+
+
+def _amounts_from_tag(pool: dict[str, ty.Any], tag: str) -> dict[str, int]:
+    """:raises: InvalidPoolTag unless the tag reads ``name=int,...``."""
+    value = pool.get(tag)
+    try:
+        pairs = [item.split("=") for item in str(value).split(",")]
+        return {name: int(n) for name, n in pairs}
+    except ValueError:
+        raise pool_errors.InvalidPoolTag(
+            pool=pool.get("address"), tag=tag, value=value,
+            reason="expected resource=integer pairs joined by commas"
+        ) from None
+
+
+def _budget_from_dicts(pools: list[dict[str, ty.Any]]
+                       ) -> dict[str, ty.Any]:
+    """``new_gpu_state`` keywords for the sizes the pools carry, if any.
+
+    Pools of an older compute service carry none: the 1/max rule.
+    """
+    if not all("vgpu_size" in p for p in pools) or \
+            "vgpu_capacity" not in pools[0]:
+        return {}
+    return {"sizes": {str(p["vgpu_type"]): _amounts_from_tag(p, "vgpu_size")
+                      for p in pools},
+            "capacity": _amounts_from_tag(pools[0], "vgpu_capacity")}
+
+
 def key_from_dict(pool: dict[str, ty.Any]) -> PoolKey:
     """The :class:`PoolKey` of a flat pool dict (tags = unknown keys)."""
     skip = set(KEY_FIELDS) | set(VGPU_TAGS) | {
@@ -221,7 +255,8 @@ def gpu_from_dicts(address: str,
                    pools: list[dict[str, ty.Any]]) -> capacity.GpuState:
     """Rebuild a GPU's state from the tags of its vGPU pools.
 
-    :raises: InvalidPoolTag, InvalidVgpuSharing, InvalidVgpuMaxInstances.
+    :raises: InvalidPoolTag, InvalidVgpuSharing, InvalidVgpuMaxInstances,
+        InvalidVgpuSize.
     """
     first = pools[0]
     whole = first.get("vgpu_whole")
@@ -232,7 +267,7 @@ def gpu_from_dicts(address: str,
     gpu = capacity.new_gpu_state(
         address, str(first.get("vgpu_sharing")),
         {str(p["vgpu_type"]): _int_tag(p, "vgpu_max") for p in pools},
-        whole=whole)
+        whole=whole, **_budget_from_dicts(pools))
     for p in pools:
         vtype = str(p["vgpu_type"])
         gpu.existing[vtype] = _int_tag(p, "vgpu_existing")

@@ -14,6 +14,7 @@ import typing as ty
 
 from pci_vgpu import capacity
 from pci_vgpu import pool_errors
+from pci_vgpu import vgpu_sizes
 
 AVAILABLE = "available"
 #: An mdev in this status is held outside the tracker's claims (see
@@ -100,9 +101,11 @@ def new_gpu_state(dev: ty.Any) -> capacity.GpuState:
     """Empty capacity state of a vGPU-capable device.
 
     An NVIDIA vendor-VFIO VF is a GPU with one instance per creatable type
-    and one type at a time (the VF itself is the vGPU).
+    and one type at a time (the VF itself is the vGPU).  A budget GPU's
+    sizes and capacity come from :mod:`pci_vgpu.vgpu_sizes`.
 
-    :raises: InvalidVgpuTypes, InvalidVgpuSharing, InvalidVgpuMaxInstances.
+    :raises: InvalidVgpuTypes, InvalidVgpuSharing, InvalidVgpuMaxInstances,
+        InvalidVgpuSize.
     """
     types = vgpu_types(dev)
     if is_nvidia_vf(dev):
@@ -110,7 +113,28 @@ def new_gpu_state(dev: ty.Any) -> capacity.GpuState:
                                       {t: 1 for t in types})
     sharing = extra(dev, "vgpu_sharing") or capacity.ONE_TYPE
     return capacity.new_gpu_state(
-        ident(dev), sharing, {t: e.get("max") for t, e in types.items()})
+        ident(dev), sharing, {t: e.get("max") for t, e in types.items()},
+        sizes=vgpu_sizes.sizes_of(types), capacity=stated_capacity(dev))
+
+
+def stated_capacity(dev: ty.Any) -> dict[str, int] | None:
+    """The GPU's ``vgpu_capacity`` ({resource: amount}), if the driver
+    states it.
+
+    :raises: InvalidVgpuSize when it is not a JSON object.
+    """
+    raw = extra(dev, "vgpu_capacity")
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    if not isinstance(value, dict):
+        raise pool_errors.InvalidVgpuSize(
+            address=ident(dev), vgpu_type="(capacity)", value=raw,
+            reason="expected a JSON object {resource: integer >= 1}")
+    return value
 
 
 def type_names(type_id: str, entry: dict[str, ty.Any]) -> list[str]:

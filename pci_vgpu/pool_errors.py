@@ -28,6 +28,11 @@ class InvalidVgpuMaxInstances(PoolError, exception.Invalid):
                "%(vgpu_type)s; allowed: an integer >= 1")
 
 
+class InvalidVgpuSize(PoolError, exception.Invalid):
+    msg_fmt = ("GPU %(address)s reports size %(value)r for vGPU type "
+               "%(vgpu_type)s: %(reason)s")
+
+
 class InvalidVgpuTypes(PoolError, exception.Invalid):
     msg_fmt = ("GPU %(address)s reports vgpu_types %(value)r: %(reason)s; "
                "expected a JSON object {type_id: {\"max\": int, ...}}")

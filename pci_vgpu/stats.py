@@ -251,8 +251,7 @@ class PciDeviceStats:
         if gpu is None:
             return bool(pd.vgpu_types(dev))
         new = pd.new_gpu_state(dev)
-        return (new.sharing, new.max_instances) != (gpu.sharing,
-                                                    gpu.max_instances)
+        return _budget(new) != _budget(gpu)
 
     # -- fulfilment --------------------------------------------------------------
 
@@ -480,6 +479,12 @@ class PciDeviceStats:
 
 def _names(views: list[pf.RequestView]) -> str:
     return ", ".join("%s x%d" % (v.request_id, v.count) for v in views)
+
+
+def _budget(gpu: capacity.GpuState) -> tuple[ty.Any, ...]:
+    """What a GPU's inventory says of its sharing (not of its use)."""
+    return (gpu.sharing, gpu.max_instances, gpu.resources, gpu.capacity,
+            gpu.sizes)
 
 
 def _live_count(p: pool.Pool) -> int:

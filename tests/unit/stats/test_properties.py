@@ -36,11 +36,22 @@ TOPOLOGY = {"cells": [{"id": 0, "socket": 0}, {"id": 1, "socket": 1}]}
 def inventories(draw: ty.Any) -> list[dict[str, ty.Any]]:
     devs = []
     for i in range(draw(st.integers(1, 4))):
+        sizes: dict[str, int] = {}
         types = draw(st.dictionaries(st.sampled_from(TYPES),
                                      st.integers(1, 4), min_size=1))
+        sharing = draw(st.sampled_from(["one-type", "budget", "sized"]))
+        if sharing == "sized":  # a budget of sizes that need not divide it
+            sharing, sizes = "budget", {t: draw(st.integers(1, 6))
+                                        for t in types}
+            total = draw(st.integers(max(sizes.values()), 16))
+            types = {t: total // n for t, n in sizes.items()}
         gpu = inv.create_gpu("0000:%02x:00.0" % (0x41 + i),
                              draw(st.sampled_from([0, 1, None])), types,
-                             draw(st.sampled_from(["one-type", "budget"])))
+                             sharing)
+        if sizes:
+            for t, n in sizes.items():
+                gpu["vgpu_types"][t]["size"] = {"mem": n}
+            gpu["vgpu_capacity"] = {"mem": total}
         devs.append(gpu)
         if draw(st.booleans()):  # one existing free mdev
             devs.append(inv.create_mdev(gpu, draw(st.sampled_from(
@@ -146,7 +157,24 @@ def gpu_view(s: stats.PciDeviceStats) -> dict[str, dict[str, ty.Any]]:
             g["types"][p["vgpu_type"]] = (int(p["vgpu_max"]),
                                           int(p["vgpu_existing"]),
                                           int(p["vgpu_in_use"]), p["count"])
+            g["capacity"] = _amounts(p["vgpu_capacity"])
+            g.setdefault("sizes", {})[p["vgpu_type"]] = _amounts(
+                p["vgpu_size"])
     return gpus
+
+
+def _amounts(tag: str) -> dict[str, int]:
+    return {k: int(v) for k, v in (i.split("=") for i in tag.split(","))}
+
+
+def fill(g: dict[str, ty.Any]) -> fractions.Fraction:
+    """How full a GPU of gpu_view is: its fullest budget resource."""
+    used = {r: 0 for r in g["capacity"]}
+    for t, (_, exist, _, _) in g["types"].items():
+        for r, n in g["sizes"][t].items():
+            used[r] += exist * n
+    return max(fractions.Fraction(used[r], c)
+               for r, c in g["capacity"].items())
 
 
 def check_invariants(host: Host) -> None:
@@ -164,14 +192,12 @@ def check_invariants(host: Host) -> None:
         else:
             whole_busy.add(d.address)
     for addr, g in gpu_view(host.s).items():
-        used = fractions.Fraction(0)
         alive = set()
         for t, (mx, exist, use, _) in g["types"].items():
             assert in_use.get((addr, t), 0) == use <= exist <= mx
-            used += fractions.Fraction(exist, mx)
             if exist:
                 alive.add(t)
-        assert used <= 1
+        assert fill(g) <= 1
         if g["sharing"] == "one-type":
             assert len(alive) <= 1
         if addr in whole_busy:
@@ -223,10 +249,7 @@ def test_pack_spread_pick(dicts: list[dict[str, ty.Any]],
     host = Host(dicts, policy)
     for op, arg, cells in ops:
         host.free(arg) if op == "free" else host.consume(arg, cells)
-    fills = {addr: sum((fractions.Fraction(e, m)
-                        for m, e, _, _ in g["types"].values()),
-                       fractions.Fraction(0))
-             for addr, g in gpu_view(host.s).items()
+    fills = {addr: fill(g) for addr, g in gpu_view(host.s).items()
              if g["types"].get(vtype, (0, 0, 0, 0))[3] > 0}
     got = host.consume([inv.request(1, [vtype])], None)
     assert (got is not None) == bool(fills)
