@@ -7,7 +7,9 @@ tests may inject ``connection`` (any libvirt connection, e.g. a
 
 An empty ``[libvirt] connection_uri`` opens the bundled 2-socket T4/V100
 host with the libvirt test driver; any ``test://`` connection is wrapped in
-the test seam so mdevs and hot-plug work on it.
+the test seam so mdevs and hot-plug work on it, and a ``test:///<file>``
+host keeps its state (mdevs, guests) in ``[host] state_dir`` between
+processes (:mod:`.teststore`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pci_vgpu.virt.libvirt import mdev as mdev_mod
 from pci_vgpu.virt.libvirt import nvidia_vf
 from pci_vgpu.virt.libvirt import sharing
 from pci_vgpu.virt.libvirt import testseam
+from pci_vgpu.virt.libvirt import teststore
 
 LOG = logging.getLogger(__name__)
 
@@ -62,15 +65,34 @@ def _log_libvirt_error(_ctx: ty.Any, error: ty.Any) -> None:
     LOG.debug("libvirt: %(error)s", {"error": error})
 
 
-def _open(uri: str) -> ty.Any:
+def _store_for(uri: str, conf: cfg.ConfigOpts) -> teststore.HostStore | None:
+    """Where a ``test:///<file>`` host keeps its state; None for other URIs.
+
+    :raises: StateDirUnusable when the host file cannot be read.
+    """
+    path = uri[len("test://"):] if uri.startswith("test://") else ""
+    if not os.path.isfile(path):
+        return None  # test:///default (per process) or a URI libvirt will refuse
+    state_dir = str(conf.host.state_dir)
+    return teststore.HostStore(teststore.store_dir(state_dir, path), path)
+
+
+def _open(uri: str, conf: cfg.ConfigOpts) -> ty.Any:
+    """Open ``uri``; a test-driver host file gets the seam and its store.
+
+    :raises: HypervisorUnavailable; StateDirUnusable naming [host] state_dir.
+    """
     libvirt.registerErrorHandler(_log_libvirt_error, None)
+    store = _store_for(uri, conf)
     try:
+        if store is not None:
+            LOG.info("Using the libvirt test driver at %(uri)s with pci_vgpu's test seam, "
+                     "state kept in %(dir)s", {"uri": uri, "dir": store.directory})
+            return testseam.TestDriverSeam.open_stored(store)
         conn = libvirt.open(uri)
     except libvirt.libvirtError as exc:
         raise exception.HypervisorUnavailable(connection=safe_uri(uri), reason=str(exc))
     if uri.startswith("test://"):
-        LOG.info("Using the libvirt test driver at %(uri)s with pci_vgpu's "
-                 "test seam for mdev creation and hot-plug", {"uri": uri})
         return testseam.TestDriverSeam(conn)
     return conn
 
@@ -88,7 +110,7 @@ class LibvirtDriver(driver.VirtDriver):
         self.conf: cfg.ConfigOpts = conf
         self.dev_filter = dev_filter
         self.uri = conf.libvirt.connection_uri or "test://" + DEFAULT_HOST
-        self.conn = connection if connection is not None else _open(self.uri)
+        self.conn = connection if connection is not None else _open(self.uri, conf)
         self.sysfs = sysfs or sysfs_mod.SysfsRoot(conf.libvirt.sysfs_root)
         self.mdevs: mdev_mod.MdevBackend = (
             mdev_mod.SysfsBackend(self.sysfs) if conf.libvirt.mdev_backend == "sysfs"

@@ -42,10 +42,12 @@ def golden(case: str, text: str) -> None:
 
 
 @pytest.fixture
-def conf() -> cfg.ConfigOpts:
+def conf(tmp_path: ty.Any) -> cfg.ConfigOpts:
+    """Fresh options; embedded hosts keep their state under ``tmp_path``."""
     opts = cfg.ConfigOpts()
     conf_mod.register_opts(opts)
     opts([], project="pci_vgpu", default_config_files=[])
+    opts.set_override("state_dir", str(tmp_path / "state"), group="host")
     return opts
 
 
