@@ -9,9 +9,11 @@
 
 Without ``--connection`` the driver is ``[host] driver``.  Drivers are
 stevedore plugins of namespace ``pci_vgpu.virt_drivers``.  Loaded drivers are
-kept for the life of the process, keyed by their connection: the embedded
-test hosts live in memory, so commands chained in one process (the demo,
-cliff's interactive mode, in-process tests) see each other's guests.
+kept for the life of the process, keyed by their connection, so commands
+chained in one process (the demo, cliff's interactive mode, in-process
+tests) reuse one connection; the embedded test hosts keep their state in
+``[host] state_dir`` (``pci_vgpu.virt.embedded``), so separate processes see
+each other's guests too.
 """
 
 from __future__ import annotations

@@ -28,35 +28,27 @@ mix of them is a state a real host can be in (an mdev defined but not
 started, a started mdev not yet defined).
 
 A store lives in ``[host] state_dir``, one directory per host file
-(``libvirt-test/<name>-<hash of its path and content>``): editing the host
-file starts a fresh host.
+(``libvirt-test/<name>-<hash>``, see :mod:`pci_vgpu.virt.embedded`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
 import json
 import os
-import threading
 import typing as ty
 
-import fasteners
 from lxml import etree
 
-from pci_vgpu import exception
 from pci_vgpu import fault
+from pci_vgpu.virt import embedded
 
 TEST_NS = "http://libvirt.org/schemas/domain/test/1.0"
 #: ``virDomainState`` values the test driver reads from ``<test:runstate>``.
 RUNNING, SHUTOFF = 1, 5
 
 
-class StateDirUnusable(exception.Invalid):
-    msg_fmt = ("[host] state_dir %(path)s cannot hold the embedded host's state: "
-               "%(reason)s.  Set [host] state_dir (or XDG_STATE_HOME) to a writable "
-               "directory.")
+StateDirUnusable = embedded.StateDirUnusable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,41 +73,7 @@ def store_dir(state_dir: str, source_path: str) -> str:
 
     :raises: StateDirUnusable if the source cannot be read.
     """
-    path = os.path.abspath(source_path)
-    try:
-        with open(path, "rb") as handle:
-            digest = hashlib.sha256(path.encode() + b"\0" + handle.read()).hexdigest()
-    except OSError as exc:
-        raise StateDirUnusable(path=state_dir, reason="cannot read %s (%s)" % (
-            path, exc.strerror or exc)) from exc
-    name = os.path.splitext(os.path.basename(path))[0]
-    return os.path.join(state_dir, "libvirt-test", "%s-%s" % (name, digest[:12]))
-
-
-class _ReentrantFileLock:
-    """A process-shared lock the same thread may take again.
-
-    ``fasteners.InterProcessLock`` is not reentrant, and a seam call may
-    run inside another (a lookup inside a listing).
-    """
-
-    def __init__(self, path: str) -> None:
-        self._file = fasteners.InterProcessLock(path)
-        self._local = threading.RLock()
-        self._depth = 0
-
-    @contextlib.contextmanager
-    def held(self) -> ty.Iterator[None]:
-        with self._local:
-            if self._depth == 0:
-                self._file.acquire()
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-                if self._depth == 0:
-                    self._file.release()
+    return embedded.state_subdir(state_dir, "libvirt-test", source_path)
 
 
 class HostStore:
@@ -127,29 +85,19 @@ class HostStore:
         self.host_path = os.path.join(directory, "host.xml")
         self._source_copy = os.path.join(directory, "source.xml")
         self._configs_dir = os.path.join(directory, "mdevctl.d")
-        self._lock: _ReentrantFileLock | None = None
+        self._lock = embedded.HostLock(directory)
+        self._source_text: str | None = None
 
     @property
     def uri(self) -> str:
         """The libvirt URI of the current host file."""
         return "test://" + self.host_path
 
-    def _guard(self, what: str, action: ty.Callable[[], ty.Any]) -> ty.Any:
-        try:
-            return action()
-        except OSError as exc:
-            raise StateDirUnusable(path=self.directory, reason="%s failed (%s)" % (
-                what, exc.strerror or exc)) from exc
-
     def lock(self) -> ty.ContextManager[None]:
         """Hold the host: no other process reads or changes it meanwhile.
 
         :raises: StateDirUnusable when the directory cannot be created.
         """
-        if self._lock is None:
-            self._guard("creating the directory",
-                        lambda: os.makedirs(self.directory, mode=0o700, exist_ok=True))
-            self._lock = _ReentrantFileLock(os.path.join(self.directory, "lock"))
         return self._lock.held()
 
     def ensure(self) -> None:
@@ -160,9 +108,9 @@ class HostStore:
         def copy() -> None:
             with open(self.source_path, encoding="utf-8") as handle:
                 text = handle.read()
-            _replace(self._source_copy, text)
-            _replace(self.host_path, text)
-        self._guard("copying %s" % self.source_path, copy)
+            embedded.replace_file(self._source_copy, text)
+            embedded.replace_file(self.host_path, text)
+        embedded.guard(self.directory, "copying %s" % self.source_path, copy)
 
     def stamp(self) -> tuple[int, ...]:
         """Changes whenever another process saved the host."""
@@ -176,9 +124,11 @@ class HostStore:
         return tuple(result)
 
     def source_xml(self) -> str:
-        """The host file as first opened (the hardware)."""
-        with open(self._source_copy, encoding="utf-8") as handle:
-            return handle.read()
+        """The host file as first opened (the hardware); it never changes."""
+        if self._source_text is None:
+            with open(self._source_copy, encoding="utf-8") as handle:
+                self._source_text = handle.read()
+        return self._source_text
 
     def read_configs(self) -> dict[str, MdevConfig]:
         """mdev UUID -> its mdevctl config; unreadable files are skipped."""
@@ -194,7 +144,7 @@ class HostStore:
 
     def save(self, snapshot: Snapshot) -> None:
         """Write the configs, then ``host.xml`` (the commit point)."""
-        self._guard("saving the host", lambda: self._save(snapshot))
+        embedded.guard(self.directory, "saving the host", lambda: self._save(snapshot))
 
     def _save(self, snapshot: Snapshot) -> None:
         os.makedirs(self._configs_dir, mode=0o700, exist_ok=True)
@@ -202,7 +152,7 @@ class HostStore:
                   for uuid_, c in snapshot.configs.items()}
         for path, config in wanted.items():
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            _replace(path, json.dumps({"mdev_type": config.mdev_type, "start": (
+            embedded.replace_file(path, json.dumps({"mdev_type": config.mdev_type, "start": (
                 "auto" if config.autostart else "manual"), "attrs": []}, indent=2) + "\n")
         for parent in os.listdir(self._configs_dir):
             folder = os.path.join(self._configs_dir, parent)
@@ -212,7 +162,7 @@ class HostStore:
             if not os.listdir(folder):
                 os.rmdir(folder)
         fault.point("host:saving")
-        _replace(self.host_path, snapshot.host_xml)
+        embedded.replace_file(self.host_path, snapshot.host_xml)
 
 
 def _read_config(path: str, parent: str) -> MdevConfig | None:
@@ -223,13 +173,6 @@ def _read_config(path: str, parent: str) -> MdevConfig | None:
                           autostart=data.get("start") == "auto")
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def _replace(path: str, text: str) -> None:
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def compose(source_xml: str, available: ty.Mapping[str, ty.Mapping[str, int]],

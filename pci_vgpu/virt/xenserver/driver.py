@@ -13,8 +13,9 @@ work and, on any XAPI ``Failure``, destroys what it created before raising
 what it means.  vGPUs cannot be hot-plugged on XenServer.
 
 An empty ``[xenserver] connection_url`` starts the bundled XAPI simulator
-on 127.0.0.1 with ``[xenserver] simulator_host`` (used by the demo); it is
-stopped by :meth:`close`.
+on 127.0.0.1 with ``[xenserver] simulator_host`` (used by the demo), its
+objects kept in ``[host] state_dir`` between processes; it is stopped by
+:meth:`close`.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class XenServerDriver(virt_driver.VirtDriver):
         group = conf.xenserver
         self._numa_map = parse_numa_map(group.pci_numa_nodes)
         self._filter = dev_filter
+        self._state_dir = conf.host.state_dir
         self._simulator: ty.Any = None
         url = group.connection_url
         if not url:
@@ -76,7 +78,8 @@ class XenServerDriver(virt_driver.VirtDriver):
         from pci_vgpu.virt.xenserver.simulator import Simulator
 
         self._simulator = Simulator(group.simulator_host, group.connection_username,
-                                    group.connection_password).start()
+                                    group.connection_password,
+                                    state_dir=str(self._state_dir)).start()
         LOG.info("Started the XAPI simulator (%(host)s) at %(url)s",
                  {"host": group.simulator_host, "url": self._simulator.url})
         return str(self._simulator.url)

@@ -45,10 +45,10 @@ def shipped_hosts() -> list[str]:
     return sorted(p.stem for p in HOSTS_DIR.glob("*.json"))
 
 
-def load(name_or_path: str) -> Desc:
-    """Read a shipped description by name, or a file by path.
+def resolve(name_or_path: str) -> pathlib.Path:
+    """The file of a shipped description name, or the path itself.
 
-    :raises: HostDescriptionInvalid if it cannot be found or parsed.
+    :raises: HostDescriptionInvalid if there is no such file.
     """
     path = HOSTS_DIR / (name_or_path + ".json")
     if not path.is_file():
@@ -57,6 +57,15 @@ def load(name_or_path: str) -> Desc:
         raise HostDescriptionInvalid(
             source=name_or_path,
             reason="no such file; shipped hosts are %s" % ", ".join(shipped_hosts()))
+    return path
+
+
+def load(name_or_path: str) -> Desc:
+    """Read a shipped description by name, or a file by path.
+
+    :raises: HostDescriptionInvalid if it cannot be found or parsed.
+    """
+    path = resolve(name_or_path)
     try:
         desc = json.loads(path.read_text())
     except ValueError as exc:

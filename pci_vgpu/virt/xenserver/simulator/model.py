@@ -53,11 +53,19 @@ class Database:
     def __init__(self, seed: int = 0) -> None:
         self.lock = threading.RLock()
         self.tables: dict[str, dict[str, Record]] = {cls: {} for cls in CLASSES}
-        self._rng = random.Random(seed)
+        self._rng: random.Random = random.Random(seed)
 
     def new_uuid(self) -> str:
         """A fresh, reproducible canonical UUID string."""
         return str(uuidlib.UUID(int=self._rng.getrandbits(128), version=4))
+
+    def reseed_randomly(self) -> None:
+        """Draw refs and UUIDs at random from now on.
+
+        For a database read back from disk: simulators of several processes
+        then never hand out the same ref for different objects.
+        """
+        self._rng = random.SystemRandom()
 
     def insert(self, cls: str, record: Record) -> str:
         """Store ``record`` under a new ref and return the ref."""

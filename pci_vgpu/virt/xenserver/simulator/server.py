@@ -15,6 +15,7 @@ hooks (:meth:`Simulator.expire_sessions`, :attr:`Simulator.calls`).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import socketserver
 import threading
@@ -28,6 +29,7 @@ from pci_vgpu.virt.xenserver.simulator.model import Database
 from pci_vgpu.virt.xenserver.simulator.model import XapiError
 from pci_vgpu.virt.xenserver.simulator.model import full_record
 from pci_vgpu.virt.xenserver.simulator.model import to_wire
+from pci_vgpu.virt.xenserver.simulator.store import SimulatorStore
 
 Handler = ty.Callable[..., object]
 
@@ -49,6 +51,10 @@ _MESSAGES: dict[str, Handler] = {
 }
 
 
+#: Messages that change no object (everything else in _MESSAGES does).
+_READ_ONLY = frozenset(("PGPU.get_remaining_capacity", "GPU_group.get_remaining_capacity"))
+
+
 def _success(value: object) -> dict[str, object]:
     return {"Status": "Success", "Value": to_wire(value)}
 
@@ -60,20 +66,41 @@ def _failure(exc: XapiError) -> dict[str, object]:
 class _Api:
     """Resolves and runs one XAPI call against the database."""
 
-    def __init__(self, db: Database, username: str, password: str) -> None:
+    def __init__(self, db: Database, username: str, password: str,
+                 store: SimulatorStore | None = None) -> None:
         self.db = db
         self.username = username
         self.password = password
+        self.store = store
+        self._stamp = store.stamp() if store is not None else ()
         self.calls: list[tuple[str, tuple[object, ...]]] = []
         #: Failures to answer instead of running the call, by method.
         self.faults: dict[str, list[XapiError | None]] = {}
 
     def _dispatch(self, method: str, params: tuple[object, ...]) -> dict[str, object]:
-        with self.db.lock:
+        with self._host(), self.db.lock:
             try:
-                return _success(self._call(method, params))
+                answer = _success(self._call(method, params))
             except XapiError as exc:
                 return _failure(exc)
+            if self.store is not None and method in _MESSAGES and method not in _READ_ONLY:
+                self.store.save(self.db)
+                self._stamp = self.store.stamp()
+            return answer
+
+    @contextlib.contextmanager
+    def _host(self) -> ty.Iterator[None]:
+        """Hold the stored host (if any), read again when another process saved it."""
+        if self.store is None:
+            yield
+            return
+        with self.store.lock():
+            if self.store.stamp() != self._stamp:
+                with self.db.lock:
+                    self.store.load(self.db)
+                    self.db.reseed_randomly()
+                self._stamp = self.store.stamp()
+            yield
 
     def _call(self, method: str, params: tuple[object, ...]) -> object:
         if method == "session.login_with_password":
@@ -147,14 +174,35 @@ class Simulator:
     """A simulated XAPI host on ``127.0.0.1``; a context manager."""
 
     def __init__(self, host: str = "grid-k2", username: str = "root",
-                 password: str = "", port: int = 0, seed: int = 0) -> None:
+                 password: str = "", port: int = 0, seed: int = 0,
+                 state_dir: str | None = None) -> None:
+        """``state_dir``: keep the host's objects there between processes
+        (see :mod:`.store`); None keeps them in this process only.
+
+        :raises: HostDescriptionInvalid; StateDirUnusable.
+        """
         self.description = hostdesc.load(host)
         self.db = Database(seed)
-        hostdesc.populate(self.db, self.description)
-        self.api = _Api(self.db, username, password)
+        store = (SimulatorStore(state_dir, str(hostdesc.resolve(host)))
+                 if state_dir is not None else None)
+        self._populate(store)
+        self.api = _Api(self.db, username, password, store)
         self._server = _Server(("127.0.0.1", port), logRequests=False, allow_none=True)
         self._server.register_instance(self.api)
         self._thread: threading.Thread | None = None
+
+    def _populate(self, store: SimulatorStore | None) -> None:
+        """Build the host from its description, or read it back from ``store``."""
+        if store is None:
+            hostdesc.populate(self.db, self.description)
+            return
+        with store.lock():
+            if store.exists():
+                store.load(self.db)
+                self.db.reseed_randomly()
+            else:
+                hostdesc.populate(self.db, self.description)
+                store.save(self.db)
 
     @property
     def url(self) -> str:

@@ -245,8 +245,8 @@ def test_init_host_reports_orphans(driver: XenServerDriver) -> None:
     assert report.recreated == [] and report.removed == []
 
 
-def test_empty_url_starts_bundled_simulator_and_close_stops_it() -> None:
-    drv = XenServerDriver(conf=xapi.make_conf("", host="m60-t4"))
+def test_empty_url_starts_bundled_simulator_and_close_stops_it(tmp_path) -> None:
+    drv = XenServerDriver(conf=xapi.make_conf("", host="m60-t4", state_dir=str(tmp_path)))
     sim = drv.simulator
     assert sim is not None and drv.describe().connection.startswith(sim.url)
     assert len(drv.get_pci_passthrough_devices()) == 4
