@@ -23,6 +23,11 @@ from oslo_log import log as logging
 from oslo_utils import uuidutils
 
 from pci_vgpu import exception
+from pci_vgpu import fault
+from pci_vgpu import refusal
+from pci_vgpu import rollback
+from pci_vgpu import server_names
+from pci_vgpu.pool_errors import PciDeviceRequestFailed
 from pci_vgpu.virt import driver as virt_driver
 from pci_vgpu.virt.noop import attr
 
@@ -36,6 +41,14 @@ LOG = logging.getLogger(__name__)
 class ServerOperationFailed(exception.PciVgpuException):
     msg_fmt = ("%(operation)s of server %(server)s failed while %(step)s: %(reason)s; "
                "%(undone)s")
+
+
+class ClaimRefused(ServerOperationFailed):
+    """No pool can serve the requests: nothing was claimed or changed."""
+
+    msg_fmt = ("%(operation)s of server %(server)s refused while claiming devices on host "
+               "%(host)s: %(why)s; nothing had changed; 'pci-vgpu flavor explain "
+               "%(explain)s' lists every pool")
 
 
 class ServerNotFound(exception.NotFound):
@@ -61,9 +74,7 @@ class DeviceUsedByGuest(exception.PciVgpuException):
                "pci-vgpu does not track; see 'pci-vgpu host reconcile'")
 
 
-class InvalidServerName(exception.Invalid):
-    msg_fmt = ("Server name %(name)r is not valid: use 1 to 255 printable characters, "
-               "not only spaces.")
+InvalidServerName = server_names.InvalidServerName
 
 
 class InvalidGuestSize(exception.Invalid):
@@ -105,6 +116,12 @@ class Tracker(ty.Protocol):
 
     def devices_of(self, instance_uuid: str) -> list[PciDevice]:
         """The devices claimed or allocated to one server."""
+
+    def group(self, server_uuid: str) -> list[InstanceRecord]:
+        """The server's own claim record, then one per hot-plug, with status."""
+
+    def record_devices(self, record_uuid: str) -> list[PciDevice]:
+        """The devices of one record of :meth:`group`."""
 
     def claim(self, instance_uuid: str, name: str, requests: ty.Any,
               numa_node: int | None) -> list[PciDevice]:
@@ -159,48 +176,21 @@ def is_vgpu(dev: PciDevice) -> bool:
         attr(dev, "dev_type") == "type-VF" and dev.extra_info.get("vgpu_type"))
 
 
-class _Undo:
-    """A stack of compensating actions run in reverse on failure."""
-
-    def __init__(self) -> None:
-        self._steps: list[tuple[str, ty.Callable[[], None]]] = []
-        self.done: list[str] = []
-        self.failed: list[str] = []
-
-    def push(self, what: str, action: ty.Callable[[], None]) -> None:
-        self._steps.append((what, action))
-
-    def run(self) -> None:
-        """Run every compensating step; a failing one is logged, not raised."""
-        while self._steps:
-            what, action = self._steps.pop()
-            try:
-                action()
-                self.done.append(what)
-            except Exception as exc:  # noqa: BLE001 - keep undoing the rest
-                LOG.error("Rollback step '%(what)s' failed: %(err)s", {"what": what, "err": exc})
-                self.failed.append("%s (%s)" % (what, exc))
-
-    def summary(self) -> str:
-        if self.failed:
-            return "rollback incomplete: %s; run 'pci-vgpu host reconcile'" % "; ".join(self.failed)
-        if self.done:
-            return "rolled back: %s" % ", ".join(self.done)
-        return "nothing had changed"
-
-
 class ComputeService:
     """Orchestrates one host's tracker and virt driver."""
 
     def __init__(self, driver: virt_driver.VirtDriver, tracker: Tracker) -> None:
         self.driver = driver
         self.tracker = tracker
+        #: The device dicts of the last :meth:`sync_inventory`.
+        self.last_inventory: list[dict[str, ty.Any]] = []
 
     # --- inventory -------------------------------------------------------
     def sync_inventory(self) -> list[dict[str, ty.Any]]:
         """Read the hypervisor's devices into the database; return the dicts."""
         devices = self.driver.get_pci_passthrough_devices()
         self.tracker.update_inventory(devices)
+        self.last_inventory = devices
         return devices
 
     def init_host(self) -> virt_driver.HostInitReport:
@@ -214,48 +204,97 @@ class ComputeService:
     def _resync(self) -> None:
         self.sync_inventory()
 
+    def _free_claim(self, uuid: str) -> str | None:
+        """Free a claim being rolled back; say so when someone else did first."""
+        if uuid not in {r.uuid for r in self.tracker.instances()}:
+            return "the claim had already been freed"
+        self.tracker.free(uuid)
+        return None
+
+    def _resync_quietly(self, why: str) -> None:
+        """Re-read the inventory after vGPUs went away, so types a GPU could
+        not offer while they held it are offered again; a failure is logged."""
+        try:
+            self.sync_inventory()
+        except Exception as exc:  # noqa: BLE001 - the operation itself succeeded
+            LOG.warning("Could not re-read the inventory after %(why)s: %(err)s; run "
+                        "'pci-vgpu pool list --refresh'", {"why": why, "err": _reason(exc)})
+
     # --- servers ---------------------------------------------------------
     def create_server(self, name: str, requests: ty.Any, numa_node: int | None = None,
-                      memory_mb: int = 64, vcpus: int = 1) -> Server:
+                      memory_mb: int = 64, vcpus: int = 1,
+                      flavor: str | None = None) -> Server:
         """Claim devices, realise vGPUs, start the guest, record the allocation.
 
-        :raises: ServerNameInUse, InvalidNumaNode; ServerOperationFailed
-            (after rolling back) when a claim, a vGPU or the guest fails.
+        ``flavor`` names the flavor in a refusal (how the operator gave it).
+
+        :raises: InvalidServerName, ServerNameInUse, InvalidNumaNode (before
+            any claim); ClaimRefused when no pool can serve the requests;
+            ServerOperationFailed (after rolling back) when a claim, a vGPU
+            or the guest fails.
         """
         self._check_new_server(name, numa_node)
         _check_requests("Create", name, requests)
         _check_size("memory_mb", memory_mb, 1)
         _check_size("vcpus", vcpus, 1)
         uuid = uuidutils.generate_uuid()
-        undo = _Undo()
+        undo = rollback.Undo()
         step = "claiming devices"
         try:
-            devices = self.tracker.claim(uuid, name, requests, numa_node)
+            devices = self._claim("Create", name, requests, numa_node, flavor,
+                                  lambda: self.tracker.claim(uuid, name, requests, numa_node))
+            fault.point("create:claimed")
             # Runs last: freeing drops the rows of vGPUs that existed before
             # the claim; the host still has them, so read it again.
-            undo.push("re-read the inventory", self._resync)
-            undo.push("freed the claim", lambda: self.tracker.free(uuid))
+            undo.push("re-read the inventory", self._resync, cleanup=True)
+            undo.push("freed the claim", functools.partial(self._free_claim, uuid))
             self._refuse_foreign(devices, uuid)
             step = "creating vGPUs"
-            self._prepare_all(devices, undo)
+            self._prepare_all(devices, undo, "create:vgpu-prepared")
             guest_node = numa_node if numa_node is not None else _majority_node(devices)
             step = "starting the guest"
             self.driver.spawn(virt_driver.GuestSpec(
                 uuid=uuid, name=name, memory_mb=memory_mb, vcpus=vcpus,
                 numa_node=guest_node), devices)
             undo.push("destroyed the guest", lambda: self.driver.destroy(uuid))
+            fault.point("create:spawned")
             step = "recording the allocation"
             self.tracker.allocate(uuid)
+            fault.point("create:allocated")
+        except ClaimRefused:
+            raise
         except Exception as exc:
             undo.run()
             raise ServerOperationFailed(operation="Create", server=name, step=step,
                                         reason=_reason(exc), undone=undo.summary()) from exc
         return self.get_server(uuid)
 
+    def _claim(self, operation: str, server: str, requests: ty.Any, numa_node: int | None,
+               flavor: str | None, claim: ty.Callable[[], list[PciDevice]]
+               ) -> list[PciDevice]:
+        """Run ``claim``; a refusal by the pools is explained pool by pool.
+
+        :raises: ClaimRefused naming the flavor, aliases, types, host and
+            each pool's verdict; whatever else ``claim`` raises.
+        """
+        try:
+            return claim()
+        except PciDeviceRequestFailed as exc:
+            try:
+                explanation, _picked = self.tracker.explain(requests, numa_node)
+                why = refusal.describe(list(getattr(requests, "requests", requests)),
+                                       explanation, flavor)
+            except Exception:  # noqa: BLE001 - the refusal itself is what matters
+                LOG.exception("Could not explain why the claim was refused")
+                why = exc.format_message()
+            raise ClaimRefused(operation=operation, server=server,
+                               host=self.tracker.hostname, why=why,
+                               explain=refusal.explain_command(flavor, numa_node)) from exc
+
     def _check_new_server(self, name: str, numa_node: int | None) -> None:
-        if not (0 < len(name) <= 255 and name.isprintable() and name.strip()):
-            raise InvalidServerName(name=name)
-        if numa_node is not None and (not isinstance(numa_node, int) or numa_node < 0):
+        server_names.validate(name)
+        if numa_node is not None and (isinstance(numa_node, bool)
+                                      or not isinstance(numa_node, int) or numa_node < 0):
             raise InvalidNumaNode(node=numa_node)
         for record in self.tracker.instances():
             if record.name == name:
@@ -278,13 +317,15 @@ class ComputeService:
                 raise DeviceUsedByGuest(device=device_name(dev), guest=guest.name,
                                         uuid=guest.uuid)
 
-    def _prepare_all(self, devices: ty.Sequence[PciDevice], undo: _Undo) -> None:
+    def _prepare_all(self, devices: ty.Sequence[PciDevice], undo: rollback.Undo,
+                     point: str) -> None:
         for dev in devices:
             if not is_vgpu(dev):
                 continue
             self.driver.prepare_vgpu(dev)
             undo.push("removed vGPU %s" % device_name(dev),
                       functools.partial(self.driver.release_vgpu, dev))
+            fault.point(point)
 
     def delete_server(self, server: str) -> Server:
         """Stop the guest, remove its vGPUs, free its devices.
@@ -299,39 +340,51 @@ class ComputeService:
         step = "destroying the guest"
         try:
             self.driver.destroy(found.uuid)
+            fault.point("delete:destroyed")
             step = "removing vGPUs"
             for dev in found.devices:
                 if is_vgpu(dev):
                     self.driver.release_vgpu(dev)
+                    fault.point("delete:vgpu-released")
             step = "freeing devices"
             self.tracker.free(found.uuid)
         except Exception as exc:
             raise ServerOperationFailed(operation="Delete", server=found.name, step=step,
                                         reason=_reason(exc),
                                         undone="the database still records its devices") from exc
+        if any(is_vgpu(d) for d in found.devices):
+            self._resync_quietly("deleting server %s" % found.name)
         return found
 
-    def attach(self, server: str, requests: ty.Any) -> list[PciDevice]:
+    def attach(self, server: str, requests: ty.Any, flavor: str | None = None
+               ) -> list[PciDevice]:
         """Hot-plug the devices ``requests`` ask for into a running server.
 
-        :raises: ServerNotFound; ServerOperationFailed after rolling back the
-            extra claim and vGPUs (the server keeps what it had).
+        :raises: ServerNotFound; ClaimRefused; ServerOperationFailed after
+            rolling back the extra claim and vGPUs (the server keeps what it
+            had).
         """
         found = self.get_server(server)
         _check_requests("Attach", found.name, requests)
-        undo = _Undo()
+        undo = rollback.Undo()
         step = "claiming devices"
         try:
-            added = self.tracker.claim_more(found.uuid, requests, found.numa_node)
-            undo.push("re-read the inventory", self._resync)
+            added = self._claim("Attach", found.name, requests, found.numa_node, flavor,
+                                lambda: self.tracker.claim_more(found.uuid, requests,
+                                                                found.numa_node))
+            fault.point("attach:claimed")
+            undo.push("re-read the inventory", self._resync, cleanup=True)
             undo.push("freed the new claim", lambda: self.tracker.free_devices(found.uuid, added))
             self._refuse_foreign(added, found.uuid)
             step = "creating vGPUs"
-            self._prepare_all(added, undo)
+            self._prepare_all(added, undo, "create:vgpu-prepared")
             step = "attaching devices"
             self.driver.attach_devices(found.uuid, added)
+            fault.point("attach:attached")
             step = "recording the allocation"
             self.tracker.allocate(found.uuid)
+        except ClaimRefused:
+            raise
         except Exception as exc:
             undo.run()
             raise ServerOperationFailed(operation="Attach", server=found.name, step=step,
@@ -421,7 +474,4 @@ def _majority_node(devices: ty.Sequence[PciDevice]) -> int | None:
     return collections.Counter(nodes).most_common(1)[0][0]
 
 
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, exception.PciVgpuException):
-        return exc.format_message()
-    return "%s: %s" % (type(exc).__name__, exc)
+_reason = rollback.reason

@@ -79,6 +79,15 @@ class ServiceTracker:
                                numa_node=s.numa_cells[0] if s.numa_cells else None)
                 for s, _ in self._groups()]
 
+    def group(self, server_uuid: str) -> list[InstanceRecord]:
+        """The server's own record, then one per attachment, with status."""
+        return [InstanceRecord(uuid=r.uuid, name=r.name or r.uuid, status=r.status)
+                for r in self._group_of(server_uuid)]
+
+    def record_devices(self, record_uuid: str) -> list[PciDevice]:
+        """The devices of one record (the server's own claim, or one attachment)."""
+        return self.tracker.devices_of(record_uuid)
+
     def _group_of(self, server_uuid: str) -> list[records.InstanceRecord]:
         for server, attachments in self._groups():
             if server.uuid == server_uuid:

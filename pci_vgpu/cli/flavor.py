@@ -59,9 +59,7 @@ class FlavorExplain(base.Lister):
         return parser
 
     def take_action_checked(self, parsed_args: argparse.Namespace) -> tuple[ty.Any, ...]:
-        service = wiring.service(self.driver(parsed_args))
-        if parsed_args.refresh:
-            service.sync_inventory()
+        service = wiring.service(self.driver(parsed_args), sync=parsed_args.refresh)
         flavor = flavors.resolve(parsed_args.flavor, pci_conf.CONF)
         requests = list(wiring.requests_for(flavor).requests)
         explanation, picked = service.tracker.explain(requests, parsed_args.numa_node)

@@ -62,8 +62,8 @@ class HostInventory(base.Lister):
         if parsed_args.no_sync:
             devices, records = driver.get_pci_passthrough_devices(), {}
         else:
-            service = wiring.service(driver)
-            devices = service.sync_inventory()
+            service = wiring.service(driver, sync=True)
+            devices = service.last_inventory
             records = {device_key(r): r for r in service.tracker.devices()}
         rows = [inventory_row(d, records.get(device_key(d))) for d in devices]
         return INVENTORY_COLUMNS, rows

@@ -74,9 +74,7 @@ class PoolList(base.Lister):
         return parser
 
     def take_action_checked(self, parsed_args: argparse.Namespace) -> tuple[ty.Any, ...]:
-        service = wiring.service(self.driver(parsed_args))
-        if parsed_args.refresh:
-            service.sync_inventory()
+        service = wiring.service(self.driver(parsed_args), sync=parsed_args.refresh)
         devices = service.tracker.devices()
         pools = sorted(service.tracker.stats(), key=pool_sort_key)
         return POOL_COLUMNS, [pool_row(p, devices) for p in pools]

@@ -58,7 +58,7 @@ class ServerCreate(base.ShowOne):
         service = wiring.service(self.driver(parsed_args))
         server = service.create_server(
             parsed_args.name, requests_of(parsed_args.flavor), numa_node=parsed_args.numa_node,
-            memory_mb=parsed_args.memory, vcpus=parsed_args.vcpus)
+            memory_mb=parsed_args.memory, vcpus=parsed_args.vcpus, flavor=parsed_args.flavor)
         return SERVER_COLUMNS, server_row(server)
 
 
@@ -103,7 +103,8 @@ class ServerAttach(base.Lister):
 
     def take_action_checked(self, parsed_args: argparse.Namespace) -> tuple[ty.Any, ...]:
         service = wiring.service(self.driver(parsed_args))
-        added = service.attach(parsed_args.server, requests_of(parsed_args.flavor))
+        added = service.attach(parsed_args.server, requests_of(parsed_args.flavor),
+                               flavor=parsed_args.flavor)
         names = ("mdev_uuid", "address", "parent_addr", "vgpu_type", "numa_node")
         rows = [tuple(columns.device_object(d)[n] for n in names) for d in added]
         return names, rows

@@ -68,15 +68,17 @@ def tracker(driver_name: str, conf: ty.Any = None) -> service_tracker.ServiceTra
     return service_tracker.ServiceTracker(raw)
 
 
-def service(driver: virt_driver.VirtDriver, conf: ty.Any = None) -> svc.ComputeService:
+def service(driver: virt_driver.VirtDriver, conf: ty.Any = None,
+            sync: bool = False) -> svc.ComputeService:
     """The compute service for ``driver`` on the configured database.
 
-    A compute node the database knows no device of yet gets its inventory
-    synced first: a first ``pool list`` or ``server create`` on a fresh state
-    directory then sees the host instead of empty pools.
+    With ``sync`` the inventory is synced now; otherwise only when the
+    database knows no device of the node yet, so a first ``pool list`` or
+    ``server create`` on a fresh state directory sees the host instead of
+    empty pools.
     """
     result = svc.ComputeService(driver, tracker(driver.describe().name, conf))
-    if not result.tracker.devices():
+    if sync or not result.tracker.devices():
         result.sync_inventory()
     return result
 

@@ -25,6 +25,7 @@ from oslo_log import log as logging
 
 from pci_vgpu.virt import driver
 from pci_vgpu.virt import exception as virt_exc
+from pci_vgpu.virt import report
 
 if ty.TYPE_CHECKING:
     from oslo_config import cfg
@@ -92,7 +93,7 @@ class NoopDriver(driver.VirtDriver):
         for uuid, info in sorted(self._vgpus.items()):
             parent = parents.get(info.parent_addr, {})
             result.append(self._mdev_dict(uuid, info, parent))
-        return result
+        return report.checked(NAME, result)
 
     def _update_available(self, gpu: dict[str, ty.Any]) -> None:
         """Recompute ``available`` from the vGPUs realised on ``gpu``.

@@ -50,8 +50,13 @@ class Cli:
         config.load(self.base[1::2])
 
     def driver(self, name: str) -> virt_driver.VirtDriver:
-        """The loaded embedded driver, to act behind pci-vgpu's back."""
-        return connection.load(connection.Connection(name), pci_conf.CONF)
+        """The loaded driver of ``--connection name``, to act behind pci-vgpu's back.
+
+        The configuration is loaded first: the embedded host must keep its
+        state in this runner's state directory.
+        """
+        self.load_config()
+        return connection.load(connection.parse(name, "libvirt"), pci_conf.CONF)
 
     def close(self) -> None:
         """Stop the embedded hosts, close the database, forget the config.

@@ -83,3 +83,16 @@ def test_freed_vf_can_take_any_type_again(host):
     cli("server", "delete", "vm1", "--connection", URI)
     assert cli.json("pool", "list", "--connection", URI) == start
     assert {vf: sysfs.current_type(vf) for vf in VFS} == dict.fromkeys(VFS, "0")
+
+
+def test_a_vf_typed_by_hand_is_an_orphan_and_is_untyped(host):
+    cli, sysfs = host
+    start = cli.json("pool", "list", "--connection", URI)
+    sysfs.write(sysfs.base + "/sys/bus/pci/devices/%s/nvidia/current_vgpu_type" % VFS[0],
+                "1155")  # typed outside pci-vgpu, used by nobody
+    report = cli.json("host", "reconcile", "--connection", URI, expect=1)
+    assert ("orphan-vgpu", VFS[0]) in {(f["kind"], f["subject"]) for f in report}
+    assert all(f["fixed"] for f in cli.json("host", "reconcile", "--apply", "--connection", URI))
+    assert sysfs.current_type(VFS[0]) == "0"
+    assert cli.json("host", "reconcile", "--connection", URI) == []
+    assert cli.json("pool", "list", "--refresh", "--connection", URI) == start

@@ -9,6 +9,7 @@ import pytest
 
 from pci_vgpu.objects import pci_device
 from tests.functional.cli_runner import Cli
+from tests.functional.cli_runner import pools_by_type
 
 LIBVIRT = ["--connection", "libvirt"]
 XEN = ["--connection", "xenserver"]
@@ -94,3 +95,110 @@ def test_host_init_recreates_the_mdevs_a_reboot_lost(cli):
     assert ("recreated", mdev) in {(r["action"], r["subject"]) for r in rows}
     assert mdev in {v.mdev_uuid for v in drv.list_vgpus()}
     assert cli.json("host", "reconcile", *LIBVIRT) == []
+
+
+def _outside_guest(drv: ty.Any, name: str) -> tuple[str, str]:
+    """A guest with a T4-1B mdev, made behind pci-vgpu's back; (guest, mdev)."""
+    from pci_vgpu.virt import driver as virt_driver
+
+    guest, mdev = str(uuid.uuid4()), str(uuid.uuid4())
+    dev = stray_mdev(mdev)
+    dev.parent_addr = "0000:41:00.0"
+    dev.set_vgpu_type("nvidia-222")
+    drv.prepare_vgpu(dev)
+    drv.spawn(virt_driver.GuestSpec(uuid=guest, name=name), [dev])
+    return guest, mdev
+
+
+def test_capacity_held_for_a_gone_outside_guest_is_reported_and_freed(cli):
+    start = cli.json("pool", "list", *LIBVIRT)
+    drv = cli.driver("libvirt")
+    guest, mdev = _outside_guest(drv, "by-hand")
+    cli("pool", "list", "--refresh", *LIBVIRT)  # the mdev is recorded unavailable
+    drv.destroy(guest)                         # ... and its guest goes away
+    stuck = pools_by_type(cli.json("pool", "list", *LIBVIRT))
+    assert stuck[("0000:41:00.0", "nvidia-222")] == 15
+    report = cli.json("host", "reconcile", *LIBVIRT, expect=1)
+    assert {(f["kind"], f["subject"]) for f in report} == {
+        ("orphan-vgpu", mdev), ("stale-inventory", mdev)}
+    stale = [f for f in report if f["kind"] == "stale-inventory"][0]
+    assert "unavailable" in stale["detail"] and "blocked" in stale["detail"]
+    assert all(f["fixed"] for f in cli.json("host", "reconcile", "--apply", *LIBVIRT))
+    assert cli.json("host", "reconcile", *LIBVIRT) == []
+    assert cli.json("pool", "list", *LIBVIRT) == start
+
+
+def test_a_normal_inventory_sync_releases_it_too(cli):
+    drv = cli.driver("libvirt")
+    guest, mdev = _outside_guest(drv, "by-hand")
+    cli("host", "inventory", *LIBVIRT)
+    drv.destroy(guest)
+    [row] = [d for d in cli.json("host", "inventory", *LIBVIRT) if d["mdev_uuid"] == mdev]
+    assert row["status"] == "available"
+
+
+def test_a_create_killed_after_the_guest_started_is_finished(cli):
+    """What ``kill -9`` between spawn and allocation leaves, made by hand."""
+    from pci_vgpu.cli import wiring
+    from pci_vgpu.virt import driver as virt_driver
+
+    service = wiring.service(cli.driver("libvirt"))
+    server = str(uuid.uuid4())
+    flavor = service.tracker.claim(server, "half", _requests("t4-small"), None)
+    service.driver.prepare_vgpu(flavor[0])
+    service.driver.spawn(virt_driver.GuestSpec(uuid=server, name="half"), flavor)
+    report = cli.json("host", "reconcile", *LIBVIRT, expect=1)
+    assert [(f["kind"], f["subject"]) for f in report] == [("unfinished-create", server)]
+    assert "never recorded" in report[0]["detail"]
+    cli("host", "reconcile", "--apply", *LIBVIRT)
+    [listed] = cli.json("server", "list", *LIBVIRT)
+    assert (listed["name"], listed["running"], listed["devices"][0]["status"]) == (
+        "half", True, "allocated")
+    assert cli.json("host", "reconcile", *LIBVIRT) == []
+
+
+def test_a_create_killed_before_the_guest_ran_is_undone(cli):
+    from pci_vgpu.cli import wiring
+    from pci_vgpu.virt import driver as virt_driver
+
+    start = cli.json("pool", "list", *LIBVIRT)
+    service = wiring.service(cli.driver("libvirt"))
+    server = str(uuid.uuid4())
+    flavor = service.tracker.claim(server, "half", _requests("t4-small"), None)
+    service.driver.prepare_vgpu(flavor[0])
+    service.driver.spawn(virt_driver.GuestSpec(uuid=server, name="half"), flavor)
+    service.driver.conn.lookupByUUIDString(server).destroy()  # defined, never running
+    [finding] = cli.json("host", "reconcile", "--apply", *LIBVIRT)
+    assert (finding["kind"], finding["fixed"]) == ("unfinished-create", True)
+    assert cli.json("server", "list", *LIBVIRT) == []
+    assert cli.driver("libvirt").list_guests() == []
+    assert cli.json("pool", "list", *LIBVIRT) == start
+
+
+def test_an_attach_or_detach_killed_half_way_is_settled(cli):
+    from pci_vgpu.cli import wiring
+
+    cli("server", "create", "vm1", "--flavor", "t4-small", *LIBVIRT)
+    service = wiring.service(cli.driver("libvirt"))
+    [server] = service.list_servers()
+    added = service.tracker.claim_more(server.uuid, _requests("t4-small"), 1)
+    service.driver.prepare_vgpu(added[0])  # killed before the hot-plug
+    [finding] = cli.json("host", "reconcile", "--apply", *LIBVIRT)
+    assert (finding["kind"], finding["fixed"]) == ("unfinished-attach", True)
+    assert len(cli.json("server", "list", *LIBVIRT)[0]["devices"]) == 1
+
+    hot = cli.json("server", "attach", "vm1", "--flavor", "t4-small", *LIBVIRT)[0]
+    dev = [d for d in service.tracker.devices_of(server.uuid)
+           if d.mdev_uuid == hot["mdev_uuid"]]
+    service.driver.detach_devices(server.uuid, dev)  # killed before freeing it
+    [finding] = cli.json("host", "reconcile", "--apply", *LIBVIRT)
+    assert (finding["kind"], finding["subject"], finding["fixed"]) == (
+        "unplugged-device", hot["mdev_uuid"], True)
+    assert len(cli.json("server", "list", *LIBVIRT)[0]["devices"]) == 1
+    assert cli.json("host", "reconcile", *LIBVIRT) == []
+
+
+def _requests(flavor: str) -> ty.Any:
+    from pci_vgpu.cli import server as server_cli
+
+    return server_cli.requests_of(flavor)

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
 import typing as ty
 
 import libvirt
 
 from pci_vgpu import sysfs as sysfs_mod
+from pci_vgpu.virt import report
 from pci_vgpu.virt.libvirt import nodedev
 from pci_vgpu.virt.libvirt import nvidia_vf
 from pci_vgpu.virt.libvirt import sharing
 
 LOG = logging.getLogger(__name__)
+
+_FRAMEBUFFER_RE = re.compile(r"framebuffer=(\d+)M")
+_NAME_SIZE_RE = re.compile(r"-(\d+)[A-Z]+$")
 
 LIST_FLAGS = (libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV
               | libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_MDEV)
@@ -91,6 +96,7 @@ def _mdev_parent_fields(node: nodedev.PciNode, existing: ty.Mapping[str, int],
                         root: sysfs_mod.SysfsRoot,
                         memory: sharing.MaxMemory) -> Device:
     available = {t.type_id: t.available for t in node.mdev_types}
+    sharing_rule = sharing.decide_sharing(node.vendor_id, available, existing)
     types: dict[str, dict[str, ty.Any]] = {}
     for mtype in node.mdev_types:
         description = _type_attr(root, node.address, mtype.type_id, "description")
@@ -101,15 +107,70 @@ def _mdev_parent_fields(node: nodedev.PciNode, existing: ty.Mapping[str, int],
             "device_api": mtype.device_api,
             "available": mtype.available,
             "max": sharing.max_instances(
-                node.vendor_id, node.address, mtype.type_id,
-                available=mtype.available,
-                existing_same=existing.get(mtype.type_id, 0),
-                description=description, memory=memory),
+                node.vendor_id, node.address, mtype.type_id, available=mtype.available,
+                existing_same=existing.get(mtype.type_id, 0), description=description,
+                memory=memory),
             "identifier": None,
         }
-    return {"vgpu_types": types,
-            "vgpu_sharing": sharing.decide_sharing(node.vendor_id, available, existing),
-            "vgpu_backend": "mdev"}
+    if sharing_rule == sharing.ONE_TYPE:
+        _scale_locked_out(node.address, types, existing, memory)
+    for type_id in [t for t, e in types.items() if e["max"] < 1]:
+        _log_unknown_max(node, type_id, existing)
+        del types[type_id]
+    return {"vgpu_types": types, "vgpu_sharing": sharing_rule, "vgpu_backend": "mdev"}
+
+
+def _framebuffer_mib(entry: ty.Mapping[str, ty.Any]) -> int | None:
+    """A type's framebuffer: NVIDIA's description, else its name's size.
+
+    The NVIDIA host driver writes ``framebuffer=2048M`` into the type's sysfs
+    description; its type names end in the size in GiB and a class letter
+    (``GRID T4-2B``, ``NVIDIA L40S-8Q``).
+    """
+    found = _FRAMEBUFFER_RE.search(entry.get("description") or "")
+    if found:
+        return int(found.group(1))
+    found = _NAME_SIZE_RE.search(entry.get("name") or "")
+    return int(found.group(1)) * 1024 if found and int(found.group(1)) > 0 else None
+
+
+def _scale_locked_out(address: str, types: dict[str, dict[str, ty.Any]],
+                      existing: ty.Mapping[str, int], memory: sharing.MaxMemory) -> None:
+    """Derive the maximum of types locked out of a one-type GPU.
+
+    While type A holds the GPU the others read 0 available, but A's maximum
+    is exact (available + existing) and a time-sliced GPU splits its
+    framebuffer evenly: max(T) = max(A) * framebuffer(A) / framebuffer(T).
+    """
+    anchors = [(e["max"], _framebuffer_mib(e)) for t, e in types.items()
+               if existing.get(t, 0) > 0 and e["max"] >= 1]
+    anchors = [(n, fb) for n, fb in anchors if fb]
+    if not anchors:
+        return
+    total_mib = anchors[0][0] * ty.cast(int, anchors[0][1])
+    for type_id, entry in types.items():
+        size = _framebuffer_mib(entry)
+        if entry["max"] < 1 and size:
+            entry["max"] = memory.remember(address, type_id, total_mib // size)
+
+
+def _log_unknown_max(node: nodedev.PciNode, type_id: str,
+                     existing: ty.Mapping[str, int]) -> None:
+    """Say why a type is not offered: nothing tells its maximum right now.
+
+    A GPU that had vGPUs before this process first read it reports 0
+    available for the types its current type locks out; without a
+    ``max_instance`` or a framebuffer size (:func:`_scale_locked_out`) the
+    maximum of those types is unknown.  They cannot be created while the
+    lock holds anyway; the first inventory after the GPU empties offers
+    them again.
+    """
+    holders = sorted(t for t, n in existing.items() if n > 0)
+    LOG.info("GPU %(gpu)s: not offering vGPU type %(type)s while %(holders)s hold the GPU "
+             "(its maximum is unknown: no max_instance or framebuffer size in its "
+             "description or name); it is offered again once the GPU is empty",
+             {"gpu": node.address, "type": type_id,
+              "holders": ", ".join(holders) or "other vGPUs"})
 
 
 def _mdev_dict(mdev: nodedev.MdevNode, parent: nodedev.PciNode,
@@ -131,7 +192,9 @@ def build(nodes: ty.Sequence[nodedev.PciNode | nodedev.MdevNode],
     """Turn parsed nodes into contract device dicts, filtered by device_spec.
 
     An mdev is reported when its parent GPU is (it has no address of its
-    own for ``[pci] device_spec`` to match).
+    own for ``[pci] device_spec`` to match); an mdev whose parent libvirt
+    does not know is logged.  Entries the tracker must not store are left
+    out with a warning (:mod:`pci_vgpu.virt.report`).
     """
     pcis = {n.dev_id: n for n in nodes if isinstance(n, nodedev.PciNode)}
     mdevs = [n for n in nodes if isinstance(n, nodedev.MdevNode)]
@@ -163,4 +226,9 @@ def build(nodes: ty.Sequence[nodedev.PciNode | nodedev.MdevNode],
     for mdev in sorted(mdevs, key=lambda m: m.mdev_uuid):
         if mdev.parent_dev_id in reported:
             devices.append(_mdev_dict(mdev, pcis[mdev.parent_dev_id], owners))
-    return devices
+        elif mdev.parent_dev_id not in pcis:
+            LOG.warning("mdev %(uuid)s (type %(type)s) names parent %(parent)s, which libvirt "
+                        "does not report; not using it", {"uuid": mdev.mdev_uuid,
+                                                          "type": mdev.mdev_type,
+                                                          "parent": mdev.parent_dev_id})
+    return report.checked("libvirt", devices)

@@ -28,6 +28,7 @@ from oslo_config import cfg
 from pci_vgpu import exception
 from pci_vgpu.virt import driver as virt_driver
 from pci_vgpu.virt import exception as virt_exc
+from pci_vgpu.virt import report
 from pci_vgpu.virt.xenserver import guests
 from pci_vgpu.virt.xenserver import inventory
 from pci_vgpu.virt.xenserver import session as xsession
@@ -110,21 +111,21 @@ class XenServerDriver(virt_driver.VirtDriver):
         snap = self._snapshot()
         devices = inventory.devices(snap, self._call, self._numa_map)
         if self._filter is None:
-            return devices
+            return report.checked(NAME, devices)
         gpus = [f for f in (self._filter.filter_device(d) for d in devices
                             if d["dev_type"] != "mdev") if f is not None]
         groups = {snap.pgpus[d["dev_id"]]["GPU_group"] for d in gpus}
         vgpus = [d for d in devices if d["dev_type"] == "mdev"
                  and snap.vgpus[d["dev_id"]]["GPU_group"] in groups
                  and (d["parent_addr"] is None or self._filter.device_assignable(d))]
-        return gpus + vgpus
+        return report.checked(NAME, gpus + vgpus)
 
     def init_host(self, allocated: ty.Sequence[PciDevice]) -> virt_driver.HostInitReport:
         """Nothing to re-create (XAPI keeps VGPUs with their VMs); report orphans."""
         owned = {str(d.mdev_uuid) for d in allocated if d.mdev_uuid}
-        report = virt_driver.HostInitReport()
-        report.orphans = [v for v in self.list_vgpus() if v.mdev_uuid not in owned]
-        return report
+        result = virt_driver.HostInitReport()
+        result.orphans = [v for v in self.list_vgpus() if v.mdev_uuid not in owned]
+        return result
 
     def prepare_vgpu(self, device: PciDevice) -> None:
         """Check the claimed type and pGPU exist; XAPI creates the VGPU at spawn.

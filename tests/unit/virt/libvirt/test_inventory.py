@@ -10,6 +10,7 @@ import pytest
 
 from pci_vgpu import devspec
 from pci_vgpu.virt import exception
+from pci_vgpu.virt.libvirt import driver as libvirt_driver
 from pci_vgpu.virt.libvirt import testseam
 from tests.unit.virt.libvirt.conftest import T4, UUID1, V100, golden, mdev_device
 
@@ -128,3 +129,45 @@ def _vf(drv, address, vgpu_type):
     device.set_vgpu_type(vgpu_type)
     return device
 
+
+
+def _full_t4(tmp_path, names):
+    """The T4 of the bundled host, already locked to nvidia-222 by one mdev,
+    with other type names (``names``: type id -> name)."""
+    with open(libvirt_driver.DEFAULT_HOST) as handle:
+        xml = handle.read()
+    xml = xml.replace("<availableInstances>16</availableInstances></type>\n"
+                      "        <type id='nvidia-223'>",
+                      "<availableInstances>15</availableInstances></type>\n"
+                      "        <type id='nvidia-223'>")
+    for type_id in ("nvidia-223", "nvidia-230"):
+        start = xml.index("<type id='%s'>" % type_id)
+        end = xml.index("</type>", start)
+        body = xml[start:end].replace(">8<", ">0<").replace(">1<", ">0<")
+        for old_name in ("GRID T4-2B", "GRID T4-16Q"):
+            body = body.replace(old_name, names.get(type_id, old_name))
+        xml = xml[:start] + body + xml[end:]
+    mdev = ("<device><name>mdev_%s_0000_41_00_0</name><parent>pci_0000_41_00_0</parent>"
+            "<capability type='mdev'><type id='nvidia-222'/><uuid>%s</uuid></capability>"
+            "</device>\n</node>" % (UUID1.replace("-", "_"), UUID1))
+    path = tmp_path / "full.xml"
+    path.write_text(xml.replace("</node>", mdev))
+    return testseam.TestDriverSeam(libvirt.open("test://%s" % path))
+
+
+def test_a_locked_out_type_gets_its_max_from_the_framebuffer(make_driver, tmp_path):
+    drv = make_driver()
+    drv.conn = _full_t4(tmp_path, {})
+    t4 = _by_address(drv.get_pci_passthrough_devices())[T4]
+    assert {t: (e["available"], e["max"]) for t, e in t4["vgpu_types"].items()} == {
+        "nvidia-222": (15, 16), "nvidia-223": (0, 8), "nvidia-230": (0, 1)}
+
+
+def test_a_type_whose_max_cannot_be_known_is_left_out_with_a_reason(make_driver, tmp_path,
+                                                                   caplog):
+    drv = make_driver()
+    drv.conn = _full_t4(tmp_path, {"nvidia-223": "GRID T4 mystery"})
+    with caplog.at_level(logging.INFO):
+        t4 = _by_address(drv.get_pci_passthrough_devices())[T4]
+    assert sorted(t4["vgpu_types"]) == ["nvidia-222", "nvidia-230"]
+    assert "not offering vGPU type nvidia-223 while nvidia-222 hold" in caplog.text
