@@ -147,3 +147,30 @@ def test_lifecycle_on_each_database(tmp_path, db_url):  # noqa: F811
         assert cli.json("pool", "list", *LIBVIRT) == start
     finally:
         cli.close()
+
+
+def test_a_refused_create_says_why_in_operator_terms(cli):
+    cli("server", "create", "vm1", "--flavor", "t4-small", *LIBVIRT)
+    before = cli.json("pool", "list", *LIBVIRT)
+    cli("server", "create", "vm2", "--flavor", "t4-16q-x2", *LIBVIRT, expect=1)
+    [line] = [ln for ln in cli.stderr.splitlines() if ln.startswith("ERROR")]
+    for words in ("server vm2", "host localhost:libvirt", "flavor t4-16q-x2",
+                  "alias t4-16q x2", "vGPU type nvidia-230", "can use 0 of 2",
+                  "mdev@0000:41:00.0 numa=1 type=nvidia-230: vGPU type locked by another "
+                  "type on this one-type GPU", "type=nvidia-222: vGPU type not among the "
+                  "requested vgpu_types, 15 free", "3 other pool(s): vendor_id/product_id",
+                  "'pci-vgpu flavor explain t4-16q-x2'", "nothing had changed"):
+        assert words in line, words
+    assert "request " not in line.split("alias")[0]  # no bare request UUID up front
+    assert cli.json("pool", "list", *LIBVIRT) == before
+
+
+@pytest.mark.parametrize("name", ["a/b", "tab\there", "new\nline", " lead", "trail ",
+                                  "back\\slash", "\u202eevil", "a" * 256,
+                                  "7f1c7a0e-5d0b-4c3e-9d7e-0c9a3f1b2c4d"])
+def test_a_bad_server_name_is_refused_before_any_claim(cli, name):
+    start = cli.json("pool", "list", *LIBVIRT)
+    cli("server", "create", name, "--flavor", "t4-small", *LIBVIRT, expect=1)
+    assert "Server name %r is not valid" % name in cli.stderr
+    assert cli.json("pool", "list", *LIBVIRT) == start
+    assert cli.driver("libvirt").list_vgpus() == []
