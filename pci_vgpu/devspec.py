@@ -46,6 +46,12 @@ _ADDRESS_FIELDS = (("domain", 0xFFFF, 4), ("bus", 0xFF, 2),
 _ADDRESS_RE = re.compile(
     r"([0-9a-fA-F]{4}):([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])")
 _BOOL_TAGS = ("managed", "live_migratable", "one_time_use")
+#: Keys a spec may have: Nova's matching keys and tags, plus ``vgpu_types``.
+#: Nova takes any other key as a tag, which no alias can ask for: almost
+#: always a typo (``vendorid``), so ``config check`` reports it.
+KNOWN_KEYS = ("vendor_id", "product_id", "address", "devname", "vgpu_types",
+              "physical_network", "trusted", "remote_managed", "managed",
+              "live_migratable", "one_time_use", "resource_class", "traits")
 #: Tags copied from the spec onto a matched device dict (Nova's).
 _DEVICE_TAGS = ("managed", "live_migratable")
 
@@ -132,10 +138,13 @@ class PciDeviceSpec:
         self.dev_spec_conf = copy.deepcopy(dev_spec)
         tags = dict(dev_spec)
         label = json.dumps(dev_spec, sort_keys=True)
-        self.vendor_id = _hex_field("vendor_id", str(tags.pop(
-            "vendor_id", ANY)), 0xFFFF, 4, label)
-        self.product_id = _hex_field("product_id", str(tags.pop(
-            "product_id", ANY)), 0xFFFF, 4, label)
+        self.label = label
+        #: Keys outside :data:`KNOWN_KEYS` (kept as tags, as Nova does).
+        self.unknown_keys = sorted(k for k in dev_spec if k not in KNOWN_KEYS)
+        self.vendor_id = _hex_field("vendor_id", _id_string(
+            "vendor_id", tags.pop("vendor_id", ANY), label), 0xFFFF, 4, label)
+        self.product_id = _hex_field("product_id", _id_string(
+            "product_id", tags.pop("product_id", ANY), label), 0xFFFF, 4, label)
         self.devname: str | None = tags.pop("devname", None)
         address = tags.pop("address", None)
         if address is not None and self.devname:
@@ -190,6 +199,20 @@ class PciDeviceSpec:
         for tag in _DEVICE_TAGS:
             if self.tags.get(tag) is not None:
                 dev[tag] = self.tags[tag]
+
+
+def _id_string(name: str, value: ty.Any, label: str) -> str:
+    """A vendor/product id must be a hex *string*: ``4318`` is not ``"10de"``.
+
+    ``str(4318)`` would be read as hex 0x4318 and match another vendor.
+
+    :raises: PciConfigInvalidSpec naming the key and value.
+    """
+    if not isinstance(value, str):
+        raise exception.PciConfigInvalidSpec(
+            reason="%s %r in %s is not a string; write it as a string of 4 hex "
+                   "digits, e.g. \"10de\"" % (name, value, label))
+    return value
 
 
 def _spec_vgpu_types(value: ty.Any, label: str) -> frozenset[str]:

@@ -224,9 +224,26 @@ def _bool_string(alias: str, key: str, value: str) -> str:
             reason="must be %s" % _ALLOWED[key])
 
 
+class PciAliasDuplicate(exception.PciInvalidAlias):
+    msg_fmt = ("PCI alias %(alias)s is defined twice for the same devices (%(devices)s) "
+               "with different %(key)s: %(first)r and %(second)r; merge them into one "
+               "definition (vgpu_types takes a list)")
+
+
+#: What decides which devices an alias spec matches.
+_MATCH_KEYS = ("vendor_id", "product_id", "dev_type")
+
+
 def _merge_alias(aliases: Alias, name: str, policy: str,
                  spec: dict[str, str]) -> None:
-    """Same name twice ORs the specs; their policy and type must agree."""
+    """Same name twice ORs the specs; their policy and type must agree.
+
+    Two definitions for the same devices (same vendor, product and device
+    type) that differ otherwise would leave it to chance which one serves
+    a request: refused.  An exact repeat is kept once.
+
+    :raises: PciAliasConflict, PciAliasDuplicate.
+    """
     if name not in aliases:
         aliases[name] = (policy, [spec])
         return
@@ -238,6 +255,15 @@ def _merge_alias(aliases: Alias, name: str, policy: str,
     if first_type != new_type:
         raise exception.PciAliasConflict(
             alias=name, key="device_type", first=first_type, second=new_type)
+    for known in specs:
+        if any(known.get(k) != spec.get(k) for k in _MATCH_KEYS):
+            continue
+        if known == spec:
+            return
+        key = sorted(k for k in set(known) | set(spec) if known.get(k) != spec.get(k))[0]
+        raise PciAliasDuplicate(alias=name, key=key, first=known.get(key),
+                                second=spec.get(key), devices="%s:%s" % (
+                                    spec.get("vendor_id", "*"), spec.get("product_id", "*")))
     specs.append(spec)
 
 

@@ -18,6 +18,7 @@ import warnings
 from cliff import app
 from cliff import commandmanager
 
+from pci_vgpu import redact
 from pci_vgpu.cli import config
 
 #: (command name, "module:Class") -- imported only when the command runs, so
@@ -107,10 +108,13 @@ class PciVgpuApp(app.App):
         return parser
 
     def configure_logging(self) -> None:
-        """cliff's logging, without piling up handlers on repeated runs.
+        """cliff's logging, without piling up handlers, secrets masked.
 
         Each in-process run (tests, interactive mode) would add another
-        stderr handler to the root logger and print every line twice.
+        stderr handler to the root logger and print every line twice.  Each
+        handler gets :func:`pci_vgpu.redact.protect_handler`, so no log line
+        or error (``--connection http://root:PASSWORD@host/``, a DSN with a
+        password) shows a secret.
         """
         root = logging.getLogger("")
         for handler in list(root.handlers):
@@ -120,6 +124,8 @@ class PciVgpuApp(app.App):
         super().configure_logging()
         for handler in set(root.handlers) - before:
             handler._pci_vgpu = True  # type: ignore[attr-defined]
+            # Every line, tracebacks included, has its URL/DSN passwords masked.
+            redact.protect_handler(handler)
 
     def run(self, argv: list[str]) -> int:
         """cliff's run; an interactive session that ends normally exits 0.

@@ -4,6 +4,9 @@ cliff prints an exception's ``str()`` as the one error line on stderr (and
 the traceback only with ``--debug``).  pci_vgpu's exceptions already name the
 offending value; anything else (a bug, an OS error) is wrapped here in
 :class:`CommandFailed` so the line still says which command failed and why.
+Either way the line is made one line and its secrets are masked
+(:mod:`pci_vgpu.redact`): a URL or DSN with a password in an error never
+reaches the terminal as typed (the log handlers mask too, see ``app``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from cliff import show
 
 from pci_vgpu import conf as pci_conf
 from pci_vgpu import exception
+from pci_vgpu import redact
 from pci_vgpu.cli import connection
 from pci_vgpu.virt import driver as virt_driver
 
@@ -25,12 +29,22 @@ class CommandFailed(exception.PciVgpuException):
     msg_fmt = "%(command)s failed: %(reason)s"
 
 
+def one_line(text: str) -> str:
+    """``text`` masked and on one line (its lines joined)."""
+    return redact.mask(" ".join(line.strip() for line in text.strip().splitlines()
+                                if line.strip()))
+
+
 def _wrap(cmd_name: str, exc: Exception) -> exception.PciVgpuException:
     if isinstance(exc, exception.PciVgpuException):
+        text = one_line(exc.format_message())
+        if text != exc.format_message():
+            exc.message = text
+            exc.args = (text,)
         return exc
     # First line only: the error must stay one line (SQLAlchemy appends a
     # "Background on this error" paragraph, for one).
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = redact.mask(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
     reason = "%s: %s" % (type(exc).__name__, text) if text else type(exc).__name__
     return CommandFailed(command=cmd_name, reason=reason)
 
@@ -44,8 +58,8 @@ class _Wrapped:
     def take_action(self, parsed_args: argparse.Namespace) -> ty.Any:
         try:
             return self.take_action_checked(parsed_args)
-        except exception.PciVgpuException:
-            raise
+        except exception.PciVgpuException as exc:
+            raise _wrap("", exc)
         except Exception as exc:
             raise _wrap(getattr(self, "cmd_name", type(self).__name__), exc) from exc
 

@@ -9,7 +9,10 @@ Each problem is one row naming the config key and the offending value:
   matches do not offer;
 * a flavor whose ``hw:pci_numa_affinity_policy`` overrides its aliases'
   ``numa_policy`` (allowed, as in Nova, but worth knowing);
-* a driver that cannot be loaded or reached.
+* a driver that cannot be loaded or reached;
+* sections and options pci-vgpu does not know in the files read, and
+  ``[pci] device_spec`` keys it does not know (``[databse]`` would silently
+  leave ``[database]`` at its default: a second database).
 
 Errors make the exit code 1; warnings do not.
 """
@@ -25,6 +28,7 @@ from pci_vgpu import devspec
 from pci_vgpu import exception
 from pci_vgpu import request
 from pci_vgpu.cli import base
+from pci_vgpu.cli import config
 from pci_vgpu.cli import flavors
 from pci_vgpu.cli import wiring
 
@@ -143,6 +147,7 @@ class ConfigCheck(base.Lister):
         if devices is not None and whitelist is not None:
             assignable = [d for d in devices if whitelist.device_assignable(d)]
         alias_rows, aliases = check_aliases(conf, assignable)
+        rows += [(ERROR, key, value, problem) for key, value, problem in config.problems(conf)]
         rows += spec_rows + alias_rows
         if not any(r[0] == ERROR and r[2] == "" for r in alias_rows):
             # With unparsable aliases every flavor would repeat that error.

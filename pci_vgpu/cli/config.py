@@ -12,14 +12,20 @@ the demo's aliases into an operator's.
 
 from __future__ import annotations
 
+import difflib
+import glob
 import os
 import typing as ty
 
 from oslo_config import cfg
+from oslo_log import log as logging
 
 from pci_vgpu import conf as pci_conf
+from pci_vgpu import devspec
 from pci_vgpu import exception
 from pci_vgpu.cli import flavors
+
+LOG = logging.getLogger(__name__)
 
 PROJECT = "pci-vgpu"
 BUNDLED_DEFAULTS = os.path.join(os.path.dirname(__file__), "defaults.conf")
@@ -80,7 +86,77 @@ def load(files: ty.Sequence[str] = (), dirs: ty.Sequence[str] = (),
         raise ConfigFileInvalid(path=", ".join(chosen_files + chosen_dirs),
                                 reason=str(exc).strip().splitlines()[0]) from exc
     _validate(conf, ", ".join(chosen_files + chosen_dirs))
+    conf_state.update(files=chosen_files, dirs=chosen_dirs)
+    for _key, value, problem in problems(conf):
+        LOG.warning("%(value)s: %(problem)s", {"value": value, "problem": problem})
     return conf
+
+
+#: What :func:`load` read last (for ``config check``).
+conf_state: dict[str, list[str]] = {"files": [], "dirs": []}
+
+
+def parsed_files(files: ty.Sequence[str], dirs: ty.Sequence[str]) -> list[str]:
+    """The files oslo.config reads, in its order (``*.conf`` of each dir)."""
+    found = list(files)
+    for folder in dirs:
+        found += sorted(glob.glob(os.path.join(folder, "*.conf")))
+    return found
+
+
+def _known(conf: cfg.ConfigOpts) -> dict[str, set[str]]:
+    """Section -> option names pci-vgpu reads there (deprecated names too)."""
+    known: dict[str, set[str]] = {"DEFAULT": set()}
+    for group, opts in pci_conf.list_opts() + [(flavors.GROUP.name, flavors.OPTS)]:
+        known.setdefault(group, set())
+        for opt in opts:
+            known[group].add(opt.dest)
+            for old in opt.deprecated_opts:
+                known.setdefault(old.group or group, set()).add(old.name or opt.dest)
+    for name in conf.database:  # every oslo.db option is read there
+        known["database"].add(name)
+    return known
+
+
+def _suggest(word: str, choices: ty.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(choices), n=1)
+    return " (did you mean %s?)" % close[0] if close else ""
+
+
+def unknown_options(conf: cfg.ConfigOpts, paths: ty.Sequence[str]) -> list[tuple[str, str]]:
+    """(where, problem) for every section and option pci-vgpu does not know."""
+    known = _known(conf)
+    found: list[tuple[str, str]] = []
+    for path in paths:
+        sections: dict[str, dict[str, ty.Any]] = {}
+        cfg.ConfigParser(path, sections).parse()
+        for section, options in sections.items():
+            if section not in known:
+                found.append(("[%s] in %s" % (section, path), (
+                    "unknown section%s; pci-vgpu ignores its %d option(s) and uses the "
+                    "defaults instead" % (_suggest(section, known), len(options)))))
+                continue
+            for option in sorted(set(options) - known[section]):
+                found.append(("[%s] %s in %s" % (section, option, path), (
+                    "unknown option%s; it is ignored" % _suggest(option, known[section]))))
+    return found
+
+
+def problems(conf: cfg.ConfigOpts) -> list[tuple[str, str, str]]:
+    """(key, value, problem) rows: unknown sections, options, device_spec keys."""
+    rows = [("[config]", where, problem) for where, problem in unknown_options(
+        conf, parsed_files(conf_state["files"], conf_state["dirs"]))]
+    try:
+        specs = devspec.Whitelist(conf.pci.device_spec).specs
+    except exception.PciVgpuException:
+        return rows  # reported as an error of its own
+    for spec in specs:
+        for key in spec.unknown_keys:
+            rows.append(("[pci] device_spec", "[pci] device_spec key %r" % key, (
+                "unknown key%s in %s; it is taken as a tag no alias can ask for "
+                "(known keys: %s)" % (_suggest(key, devspec.KNOWN_KEYS), spec.label,
+                                      ", ".join(devspec.KNOWN_KEYS)))))
+    return rows
 
 
 def _validate(conf: cfg.ConfigOpts, path: str) -> None:

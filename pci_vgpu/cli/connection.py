@@ -29,6 +29,7 @@ from stevedore import driver as sd_driver
 from stevedore import exception as sd_exc
 
 from pci_vgpu import exception
+from pci_vgpu import redact
 from pci_vgpu.virt import driver as virt_driver
 
 LOG = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def parse(value: str | None, default_driver: str) -> Connection:
         return Connection(driver="xenserver", uri=value)
     if "://" in value or value.split(":", 1)[0] in ("test", "qemu", "xen", "lxc"):
         return Connection(driver="libvirt", uri=value)
-    raise InvalidConnection(connection=value, names=", ".join(DRIVER_NAMES))
+    raise InvalidConnection(connection=redact.mask_url(value), names=", ".join(DRIVER_NAMES))
 
 
 def apply(conn: Connection, conf: cfg.ConfigOpts) -> None:

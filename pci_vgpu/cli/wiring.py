@@ -22,6 +22,7 @@ from pci_vgpu import service as svc
 from pci_vgpu import service_tracker
 from pci_vgpu.db import api as db_api
 from pci_vgpu.virt import driver as virt_driver
+from pci_vgpu.virt import embedded
 
 _DATABASES: dict[str, db_api.Database] = {}
 
@@ -32,10 +33,18 @@ class DatabaseUnavailable(exception.PciVgpuException):
 
 
 def database(conf: ty.Any = None) -> db_api.Database:
-    """The configured database, schema upgraded on first use."""
+    """The configured database, schema upgraded on first use.
+
+    :raises: DatabaseUnavailable; StateDirUnusable when the embedded
+        SQLite's directory cannot be made.
+    """
     conf = conf or pci_conf.CONF
     from pci_vgpu.conf import database as db_conf
-    url = db_conf.connection_url(conf)
+    try:
+        url = db_conf.connection_url(conf)
+    except OSError as exc:  # the embedded SQLite's directory
+        raise embedded.StateDirUnusable(path=conf.host.state_dir, reason=(
+            "creating it failed (%s)" % (exc.strerror or exc))) from exc
     if url not in _DATABASES:
         db = db_api.Database(url)
         try:

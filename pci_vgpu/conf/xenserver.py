@@ -10,8 +10,23 @@ OPTS = [
     cfg.StrOpt(
         "connection_url",
         default="",
-        help="URL of the XAPI endpoint, e.g. https://xenserver1.  Empty "
-             "means the bundled XAPI simulator, started on 127.0.0.1."),
+        secret=True,
+        help="URL of the XAPI endpoint, e.g. https://xenserver1.  Credentials "
+             "in it (https://root:PASSWORD@xenserver1/) are used to log in, in "
+             "place of connection_username/connection_password, and never "
+             "shown.  Empty means the bundled XAPI simulator, started on "
+             "127.0.0.1."),
+    cfg.FloatOpt(
+        "connect_timeout",
+        default=10.0, min=0.1,
+        help="Seconds to open the TCP/TLS connection to XAPI before the "
+             "command fails naming the URL."),
+    cfg.FloatOpt(
+        "call_timeout",
+        default=120.0, min=0.1,
+        help="Seconds XAPI may stay silent during one call (VM.start included) "
+             "before the command fails naming the URL: a listener that accepts "
+             "and never answers cannot hang pci-vgpu."),
     cfg.StrOpt(
         "connection_username",
         default="root",

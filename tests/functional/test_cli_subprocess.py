@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import pathlib
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import typing as ty
 
 import pytest
 
+from pci_vgpu.cli import config as config_module
 from pci_vgpu.virt.libvirt import driver as libvirt_driver
 
 SCRIPT = pathlib.Path(sys.executable).parent / "pci-vgpu"
@@ -96,3 +98,57 @@ def test_interactive_shell_keeps_the_embedded_host_between_commands(tmp_path):
     lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
     assert lines[:2] == ["1", "vm1 True"] and lines[2].startswith("Deleted server vm1 (")
     assert lines[3:] == []
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("verbosity", [[], ["-vv"], ["--debug"]])
+def test_a_password_in_connection_is_masked_everywhere(tmp_path, verbosity):
+    url = "http://root:PASSWORD@127.0.0.1:%d/" % _closed_port()
+    result = pci_vgpu(tmp_path, *verbosity, "host", "inventory", "--connection", url)
+    assert result.returncode == 1
+    assert "PASSWORD" not in result.stdout + result.stderr
+    assert "http://127.0.0.1:" in result.stderr
+    if not verbosity:
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_password_in_connection_url_option_is_masked(tmp_path):
+    conf = tmp_path / "xs.conf"
+    conf.write_text("[host]\ndriver = xenserver\n[xenserver]\nconnection_url = "
+                    "https://root:PASSWORD@127.0.0.1:%d/\n" % _closed_port())
+    result = pci_vgpu(tmp_path, "-vv", "--config-file", str(conf), "pool", "list")
+    assert result.returncode == 1 and "PASSWORD" not in result.stderr
+    assert "ERROR: Cannot reach the hypervisor at https://127.0.0.1:" in result.stderr
+
+
+def test_a_xapi_listener_that_never_answers_fails_naming_url_and_option(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        port = sock.getsockname()[1]
+        conf = tmp_path / "xs.conf"
+        conf.write_text("[host]\ndriver = xenserver\n[xenserver]\ncall_timeout = 0.5\n"
+                        "connection_url = http://root:PASSWORD@127.0.0.1:%d/\n" % port)
+        result = pci_vgpu(tmp_path, "--config-file", str(conf), "host", "inventory")
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "http://127.0.0.1:%d/" % port in line
+    assert "[xenserver] call_timeout" in line and "PASSWORD" not in line
+
+
+@pytest.mark.parametrize("argv", [["pool", "list"], ["pool", "list", "--connection", "xenserver"]])
+def test_an_unusable_state_dir_is_named(tmp_path, argv):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    conf = tmp_path / "state.conf"
+    conf.write_text("[host]\nstate_dir = %s/sub\n" % blocker)
+    result = pci_vgpu(tmp_path, "--config-file", config_module.BUNDLED_DEFAULTS,
+                      "--config-file", str(conf), *argv)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("ERROR: [host] state_dir %s/sub" % blocker), line

@@ -24,7 +24,8 @@ def test_every_group_is_listed_for_the_generator():
 
 def test_xenserver_password_is_secret():
     opts = dict(conf.list_opts())["xenserver"]
-    assert [o.name for o in opts if o.secret] == ["connection_password"]
+    # The URL may carry credentials (https://root:PASSWORD@host/).
+    assert [o.name for o in opts if o.secret] == ["connection_url", "connection_password"]
 
 
 def test_every_option_has_help_text():

@@ -20,8 +20,10 @@ import threading
 import typing as ty
 
 import libvirt
+from lxml import etree
 from oslo_config import cfg
 
+from pci_vgpu import redact
 from pci_vgpu import sysfs as sysfs_mod
 from pci_vgpu.virt import driver
 from pci_vgpu.virt import exception
@@ -50,9 +52,10 @@ def host_uri(name: str) -> str:
 
 
 def safe_uri(uri: str) -> str:
-    """``uri`` without the credentials it may carry (qemu+tls://user:pw@h)."""
+    """``uri`` without the credentials it may carry (qemu+tls://user:pw@h),
+    and without secret query parameters (``?password=``)."""
     scheme, sep, rest = uri.partition("://")
-    return scheme + sep + rest.rpartition("@")[2]
+    return redact.mask(scheme + sep + rest.rpartition("@")[2])
 
 
 def _log_libvirt_error(_ctx: ty.Any, error: ty.Any) -> None:
@@ -65,14 +68,34 @@ def _log_libvirt_error(_ctx: ty.Any, error: ty.Any) -> None:
     LOG.debug("libvirt: %(error)s", {"error": error})
 
 
+class TestHostInvalid(exception.HypervisorUnavailable):
+    """A libvirt test host file that libvirt cannot load (not an outage)."""
+
+    __test__ = False  # not a pytest class
+    msg_fmt = ("libvirt test host file %(path)s cannot be used: %(reason)s.  Fix the "
+               "file, or give another --connection / [libvirt] connection_uri.")
+
+
+#: libvirt error codes that mean "this XML is wrong", not "cannot connect".
+_XML_ERRORS = (libvirt.VIR_ERR_XML_ERROR, libvirt.VIR_ERR_XML_DETAIL,
+               libvirt.VIR_ERR_XML_INVALID_SCHEMA)
+
+
 def _store_for(uri: str, conf: cfg.ConfigOpts) -> teststore.HostStore | None:
     """Where a ``test:///<file>`` host keeps its state; None for other URIs.
 
-    :raises: StateDirUnusable when the host file cannot be read.
+    :raises: TestHostInvalid for a host file that is missing or not XML;
+        StateDirUnusable when it cannot be read.
     """
-    path = uri[len("test://"):] if uri.startswith("test://") else ""
+    if not uri.startswith("test://") or uri == "test:///default":
+        return None  # test:///default is libvirt's own per-process host
+    path = uri[len("test://"):]
     if not os.path.isfile(path):
-        return None  # test:///default (per process) or a URI libvirt will refuse
+        raise TestHostInvalid(path=path, reason="no such file")
+    try:
+        etree.parse(path)
+    except (etree.XMLSyntaxError, OSError) as exc:
+        raise TestHostInvalid(path=path, reason="not valid XML (%s)" % exc) from exc
     state_dir = str(conf.host.state_dir)
     return teststore.HostStore(teststore.store_dir(state_dir, path), path)
 
@@ -91,7 +114,10 @@ def _open(uri: str, conf: cfg.ConfigOpts) -> ty.Any:
             return testseam.TestDriverSeam.open_stored(store)
         conn = libvirt.open(uri)
     except libvirt.libvirtError as exc:
-        raise exception.HypervisorUnavailable(connection=safe_uri(uri), reason=str(exc))
+        reason = redact.mask(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        if store is not None or exc.get_error_code() in _XML_ERRORS:
+            raise TestHostInvalid(path=uri[len("test://"):], reason=reason) from exc
+        raise exception.HypervisorUnavailable(connection=safe_uri(uri), reason=reason)
     if uri.startswith("test://"):
         return testseam.TestDriverSeam(conn)
     return conn

@@ -275,8 +275,13 @@ class TestDriverSeam:
             StateDirUnusable if the store cannot be written.
         """
         with store.lock():
-            store.ensure()
-            return cls(libvirt.open(store.uri), store)
+            fresh = store.ensure()
+            try:
+                return cls(libvirt.open(store.uri), store)
+            except libvirt.libvirtError:
+                if fresh:
+                    store.discard()  # a host file libvirt refuses leaves no store
+                raise
 
     def __getattr__(self, attr: str) -> ty.Any:
         return getattr(self._conn, attr)

@@ -33,6 +33,7 @@ A store lives in ``[host] state_dir``, one directory per host file
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -100,10 +101,13 @@ class HostStore:
         """
         return self._lock.held()
 
-    def ensure(self) -> None:
-        """Start the host from its source file on first use (hold the lock)."""
+    def ensure(self) -> bool:
+        """Start the host from its source file on first use (hold the lock).
+
+        :returns: True when the host was just started.
+        """
         if os.path.exists(self.host_path):
-            return
+            return False
 
         def copy() -> None:
             with open(self.source_path, encoding="utf-8") as handle:
@@ -111,6 +115,13 @@ class HostStore:
             embedded.replace_file(self._source_copy, text)
             embedded.replace_file(self.host_path, text)
         embedded.guard(self.directory, "copying %s" % self.source_path, copy)
+        return True
+
+    def discard(self) -> None:
+        """Forget a host just started (its source turned out unusable)."""
+        for path in (self.host_path, self._source_copy):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     def stamp(self) -> tuple[int, ...]:
         """Changes whenever another process saved the host."""

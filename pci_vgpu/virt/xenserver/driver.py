@@ -71,8 +71,9 @@ class XenServerDriver(virt_driver.VirtDriver):
         url = group.connection_url
         if not url:
             url = self._start_simulator(group)
-        self._session = xsession.XapiSession(url, group.connection_username,
-                                             group.connection_password)
+        self._session = xsession.XapiSession(
+            url, group.connection_username, group.connection_password,
+            xsession.Timeouts(connect=group.connect_timeout, call=group.call_timeout))
 
     def _start_simulator(self, group: ty.Any) -> str:
         # Imported here: a real deployment never loads the simulator.

@@ -57,6 +57,16 @@ class XenServerSessionLost(virt_exc.HypervisorUnavailable):
     msg_fmt = "Cannot reach the hypervisor at %(connection)s: %(reason)s"
 
 
+class XenServerTimeout(virt_exc.HypervisorUnavailable):
+    msg_fmt = ("XAPI at %(connection)s %(what)s within %(seconds)s s; raise [xenserver] "
+               "%(option)s if the host is just slow, or check [xenserver] connection_url")
+
+
+class XapiAnswerInvalid(virt_exc.VirtDriverError):
+    msg_fmt = ("XAPI at %(connection)s answered %(method)s with something that is not "
+               "XML-RPC (%(reason)s); is [xenserver] connection_url a XAPI endpoint?")
+
+
 def meaning(code: str, params: ty.Sequence[str]) -> str:
     """One sentence saying what ``code`` with ``params`` means."""
     template = _MEANINGS.get(code)

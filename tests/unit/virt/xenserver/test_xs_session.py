@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import concurrent.futures
+import http.server
 import logging
 import socket
+import threading
 
 import pytest
 
 from pci_vgpu.virt import exception as virt_exc
 from pci_vgpu.virt.xenserver import errors
+from pci_vgpu.virt.xenserver.session import Timeouts
 from pci_vgpu.virt.xenserver.session import XapiSession
 from pci_vgpu.virt.xenserver.simulator import Simulator
 from tests.fixtures.xapi import PASSWORD
@@ -112,3 +115,68 @@ def test_calls_from_several_threads_share_one_session(grid_k2: Simulator) -> Non
         results = list(pool.map(lambda _: len(session.call("PGPU.get_all_records")), range(40)))
     assert results == [4] * 40
     assert len(grid_k2.db.tables["session"]) == 1
+
+
+def _silent_listener() -> socket.socket:
+    """Accepts connections (the kernel does) and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    return sock
+
+
+def test_a_listener_that_never_answers_times_out_naming_url_and_option() -> None:
+    with _silent_listener() as sock:
+        port = sock.getsockname()[1]
+        session = XapiSession("http://root:s3cret@127.0.0.1:%d/" % port, "root", "pw",
+                              Timeouts(connect=5, call=0.3))
+        with pytest.raises(errors.XenServerTimeout) as info:
+            session.call("VM.get_all")
+    text = str(info.value)
+    assert "[xenserver] call_timeout" in text and "0.3 s" in text
+    assert "http://127.0.0.1:%d/" % port in text and "s3cret" not in text
+
+
+def test_a_connection_that_cannot_be_opened_names_connect_timeout() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(0)
+        port = sock.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):  # the backlog is full now
+            session = XapiSession("http://127.0.0.1:%d/" % port, "root", "pw",
+                                  Timeouts(connect=0.3, call=5))
+            with pytest.raises(errors.XenServerTimeout, match=r"\[xenserver\] connect_timeout"):
+                session.call("VM.get_all")
+
+
+class _Garbage(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("Content-Type", "text/xml")
+        self.end_headers()
+        self.wfile.write(b"<html>this is not XAPI")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_garbage_answer_is_one_line_naming_the_url() -> None:
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Garbage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = "http://127.0.0.1:%d/" % server.server_address[1]
+        with pytest.raises(errors.XapiAnswerInvalid) as info:
+            XapiSession(url, "root", "pw").call("VM.get_all")
+    finally:
+        server.shutdown()
+        server.server_close()
+    text = str(info.value)
+    assert url in text and "ExpatError" in text and "\n" not in text
+
+
+def test_credentials_in_the_url_log_in_and_never_show(grid_k2: Simulator) -> None:
+    url = grid_k2.url.replace("http://", "http://root:%s@" % PASSWORD)
+    session = XapiSession(url, "someone-else", "wrong")
+    assert len(session.call("PGPU.get_all")) == 4
+    assert session.url == grid_k2.url and PASSWORD not in repr(session)
