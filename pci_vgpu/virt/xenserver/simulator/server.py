@@ -216,7 +216,9 @@ class Simulator:
 
     def start(self) -> Simulator:
         """Serve from a daemon thread; return self."""
-        self._thread = threading.Thread(target=self._server.serve_forever,
+        # A short poll interval: stop() waits for the loop to notice, and
+        # every pci-vgpu command on the bundled simulator ends with a stop.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,),
                                         name="xapi-simulator", daemon=True)
         self._thread.start()
         return self
