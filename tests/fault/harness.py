@@ -81,7 +81,7 @@ class Result:
 class Node:
     """One compute node: state directory, database, configuration."""
 
-    def __init__(self, tmp: pathlib.Path, db_url: str, zygote: Zygote) -> None:
+    def __init__(self, tmp: pathlib.Path, db_url: str, zygote: Zygote | None = None) -> None:
         self.tmp = tmp
         self.db_url = db_url
         self.zygote = zygote
@@ -97,9 +97,11 @@ class Node:
         self._runs += 1
         out = str(self.tmp / ("run-%d.out" % self._runs))
         env = {"PCI_VGPU_FAULT": fault} if fault else {}
+        assert self.zygote is not None, "this node runs no forked commands"
         return self.zygote.start(self.argv + list(argv), env, out), out
 
     def _finish(self, pid: int, out: str) -> Result:
+        assert self.zygote is not None
         status = self.zygote.wait(pid)
         with open(out) as handle:
             output = handle.read()
@@ -197,8 +199,24 @@ def consistency_problems(node: Node, driver_name: str) -> list[str]:
     rows, instances = read_database(node.db_url, name)
     host = read_host(node, driver_name, opts)
     problems = _claim_problems(rows, instances, host)
-    problems += _capacity_problems(node, driver_name, opts, rows, host)
+    problems += _capacity_problems(node, driver_name, opts, rows, host,
+                                   _parked_gpus(rows, instances, host))
     return problems
+
+
+def _parked_gpus(rows: list[ty.Any], instances: list[ty.Any], host: HostView) -> set[str]:
+    """GPUs holding vGPUs of stopped guests: not comparable with XAPI.
+
+    XAPI places a VM's vGPUs on a pGPU only while it runs, so a halted VM's
+    vGPU uses no pGPU capacity there, while the tracker keeps the server's
+    claim (as Nova keeps a stopped instance's PCI devices).  A delete killed
+    after stopping the VM leaves such a server.
+    """
+    stopped = {uuid for uuid, guest in host.guests.items() if not guest.running}
+    names = {i.uuid: i.name for i in instances}
+    stopped_names = {names.get(u) for u in stopped}
+    return {str(r.parent_addr) for r in rows if r.status == "allocated"
+            and names.get(r.instance_uuid) in stopped_names and r.parent_addr}
 
 
 def _servers(instances: list[ty.Any], host: HostView) -> tuple[dict[str, ty.Any], dict[str, str]]:
@@ -250,8 +268,9 @@ def _claim_problems(rows: list[ty.Any], instances: list[ty.Any], host: HostView)
 
 
 def _capacity_problems(node: Node, driver_name: str, opts: cfg.ConfigOpts,
-                       rows: list[ty.Any], host: HostView) -> list[str]:
-    """Each vGPU pool offers what the host can create plus its spare vGPUs."""
+                       rows: list[ty.Any], host: HostView, parked: set[str]) -> list[str]:
+    """Each vGPU pool offers what the host can create plus its spare vGPUs
+    (GPUs in ``parked`` aside, see :func:`_parked_gpus`)."""
     spare: dict[tuple[str, str], int] = {}
     for row in rows:
         if row.dev_type == "mdev" and row.status == "available":
@@ -260,7 +279,8 @@ def _capacity_problems(node: Node, driver_name: str, opts: cfg.ConfigOpts,
     pools = list(wiring.tracker(driver_name, opts).stats())
     problems = []
     for pool in pools:
-        if not pool.get("vgpu_type"):
+        if not pool.get("vgpu_type") or (driver_name == "xenserver"
+                                          and pool["address"] in parked):
             continue
         key = (pool["address"], pool["vgpu_type"])
         expected = host.available.get(key, 0) + spare.get(key, 0)
