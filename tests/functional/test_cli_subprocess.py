@@ -152,3 +152,21 @@ def test_an_unusable_state_dir_is_named(tmp_path, argv):
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("ERROR: [host] state_dir %s/sub" % blocker), line
+
+
+@pytest.mark.parametrize("connection, flavor", [("libvirt", "t4-small"),
+                                                ("xenserver", "k2-medium")])
+def test_the_embedded_host_keeps_guests_between_processes(tmp_path, connection, flavor):
+    """Issue 14 item 10: each command its own process, as a user runs them."""
+    conn = ["--connection", connection]
+    start = pci_vgpu(tmp_path, "pool", "list", "-f", "json", *conn)
+    created = pci_vgpu(tmp_path, "server", "create", "vm1", "--flavor", flavor, "-f", "json",
+                       *conn)
+    assert created.returncode == 0, created.stderr
+    listed = pci_vgpu(tmp_path, "server", "list", "-f", "value", "-c", "name", "-c", "running",
+                      *conn)
+    assert listed.stdout.split() == ["vm1", "True"]
+    reconciled = pci_vgpu(tmp_path, "host", "reconcile", "-f", "json", *conn)
+    assert (reconciled.returncode, json.loads(reconciled.stdout)) == (0, [])
+    assert pci_vgpu(tmp_path, "server", "delete", "vm1", *conn).returncode == 0
+    assert pci_vgpu(tmp_path, "pool", "list", "-f", "json", *conn).stdout == start.stdout
