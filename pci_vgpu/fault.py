@@ -26,7 +26,7 @@ POINTS: tuple[str, ...] = (
     "create:vgpu-prepared",    # after each vGPU is created on the host
     "create:spawned",          # the guest runs, the allocation is not recorded
     "create:allocated",        # the allocation is recorded, before the reply
-    "create:undoing",          # a failed create is being rolled back
+    "rollback:started",        # a failed create or attach is being undone
     "delete:destroyed",        # the guest is gone, its vGPUs are not
     "delete:vgpu-released",    # after each vGPU is removed
     "attach:claimed",          # the extra claim is committed

@@ -75,7 +75,7 @@ def run(service: ComputeService, apply: bool) -> list[Finding]:
     from pci_vgpu import reconcile_inventory
 
     findings = unfinished(service, _guests(service), apply)
-    guests = _guests(service) if apply and findings else _guests(service)
+    guests = _guests(service)  # again: undoing a create destroys its guest
     findings += leaked_claims(service, guests, apply)
     findings += orphan_vgpus(service, guests, apply)
     findings += missing_vgpus(service, guests, apply)

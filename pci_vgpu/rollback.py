@@ -46,7 +46,7 @@ class Undo:
 
     def run(self) -> None:
         """Run every compensating step; a failing one is logged, not raised."""
-        fault.point("create:undoing")
+        fault.point("rollback:started")
         while self._steps:
             what, action, cleanup = self._steps.pop()
             try:
