@@ -8,21 +8,36 @@ in ``[host] state_dir``: :func:`connection_url` resolves that.
 
 from __future__ import annotations
 
+import importlib
 import os
+import types
 
 from oslo_config import cfg
-from oslo_db import options as db_options
 
 GROUP = cfg.OptGroup("database", title="Device tracker database")
 
 SQLITE_FILE = "pci_vgpu.sqlite"
 
 
+def _db_options() -> types.ModuleType | None:
+    """``oslo_db.options``, or None in the lean core (no ``[db]`` extra)."""
+    try:
+        return importlib.import_module("oslo_db.options")
+    except ImportError:
+        return None
+
+
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    db_options.set_defaults(conf)
+    """Register oslo.db's options; none without the ``[db]`` extra."""
+    db_options = _db_options()
+    if db_options is not None:
+        db_options.set_defaults(conf)
 
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    db_options = _db_options()
+    if db_options is None:
+        return []
     return [(GROUP.name, [o for o in db_options.database_opts
                           if o.name in ("connection", "max_retries", "retry_interval",
                                         "connection_debug", "max_pool_size")])]

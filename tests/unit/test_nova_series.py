@@ -75,11 +75,82 @@ def test_object_version_bump_updates_the_hash_table() -> None:
     assert re.search(r"^\+    'PciDevice': '1\.8-[0-9a-f]{32}',$", text, re.M)
 
 
+def _commit_message(name: str) -> str:
+    body = _patch(name).split("\n\n", 1)[1]
+    return re.split(r"\n---\n|\ndiff --git ", body, maxsplit=1)[0]
+
+
+def _added_file(path: str) -> str:
+    """The content of a file the series adds (its '+' lines)."""
+    text = "".join(_patch(n) for n in _series())
+    hunk = text.split("+++ b/%s\n" % path, 1)[1].split("\ndiff --git", 1)[0]
+    return "\n".join(line[1:] for line in hunk.splitlines()
+                     if line.startswith("+"))
+
+
+@pytest.mark.parametrize("name", _series())
+def test_patch_has_change_id_and_signed_off_by(name: str) -> None:
+    message = _commit_message(name)
+    trailers = message.strip().splitlines()[-2:]
+    assert re.fullmatch(r"Change-Id: I[0-9a-f]{40}", trailers[0]), trailers
+    assert re.fullmatch(r"Signed-off-by: .+ <[^>]+@[^>]+>", trailers[1]), trailers
+
+
+def test_change_ids_are_unique() -> None:
+    ids = [re.search(r"^Change-Id: (\S+)$", _commit_message(n), re.M).group(1)
+           for n in _series()]
+    assert len(ids) == len(set(ids))
+
+
+def test_release_notes_cover_feature_upgrade_and_known_issues() -> None:
+    text = "".join(_patch(n) for n in _series())
+    (note,) = re.findall(
+        r"^\+\+\+ b/(releasenotes/notes/\S+\.yaml)$", text, re.M)
+    body = _added_file(note)
+    for section in ("features:", "upgrade:", "issues:"):
+        assert re.search(r"^%s$" % section, body, re.M), section
+    assert "live migrated" in body
+    assert "service version 75" in body
+
+
+def test_admin_guide_and_config_help_cover_the_new_keys() -> None:
+    guide = _added_file("doc/source/admin/pci-tracked-vgpu.rst")
+    for words in ("PciPassthroughFilter", "device_spec", "alias",
+                  "Moving a GPU from the placement path"):
+        assert words in guide
+    text = "".join(_patch(n) for n in _series())
+    conf = text.split("+++ b/nova/conf/pci.py\n", 1)[1].split(
+        "\ndiff --git", 1)[0]
+    assert conf.count("vgpu_types") >= 4
+    assert "+   pci-tracked-vgpu" in text
+
+
+def test_service_version_bump_with_history_and_gate() -> None:
+    text = "".join(_patch(n) for n in _series())
+    assert re.search(r"^-SERVICE_VERSION = 74$", text, re.M)
+    assert re.search(r"^\+SERVICE_VERSION = 75$", text, re.M)
+    assert re.search(r"^\+    # Version 75: ", text, re.M)
+    assert re.search(r"^\+MIN_SERVICE_PCI_VGPU = 75$", text, re.M)
+
+
+def test_functional_tests_do_not_mock_the_drivers_mdev_code() -> None:
+    name = _series()[-1]
+    added = [line for line in _patch(name).splitlines()
+             if line.startswith("+")]
+    assert any("test_pci_vgpu_servers.py" in line for line in added)
+    for method in ("_create_mdev", "_delete_mdev", "_create_pci_vgpus",
+                   "_delete_pci_vgpus", "_with_pci_vgpus"):
+        assert not [line for line in added
+                    if method in line and "Mock" in line], method
+
+
 def test_cover_letter_says_what_the_series_does_not_cover() -> None:
     cover = (SERIES_DIR / "README.rst").read_text()
     assert "XenAPI" in cover
     assert "report_in_placement" in cover
     assert "tools/check-nova-series" in cover
+    assert "--prepare-only" in cover
+    assert "Live migration" in cover
 
 
 def _run_check(root: pathlib.Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -101,6 +172,7 @@ def test_check_refuses_an_unknown_argument(repo_copy: pathlib.Path) -> None:
     result = _run_check(repo_copy, "--fast")
     assert result.returncode != 0
     assert "'--fast'" in result.stderr and "--concurrency" in result.stderr
+    assert "--prepare-only" in result.stderr
 
 
 def test_check_fails_when_series_and_files_disagree(repo_copy: pathlib.Path) -> None:
