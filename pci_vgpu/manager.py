@@ -53,8 +53,9 @@ InstanceRecord = records.InstanceRecord
 MAX_ATTEMPTS = 5
 #: Retries of a write that ended in a deadlock: on Galera every write of a
 #: compute node that another database node committed first fails its
-#: certification at COMMIT, so a storm across nodes needs more than one.
-DEADLOCK_RETRIES = 12
+#: certification at COMMIT, so a storm across nodes needs many (with
+#: jittered pauses growing to 1 s: about 15 s before giving up).
+DEADLOCK_RETRIES = 20
 _Result = ty.TypeVar("_Result")
 #: Every database access retries once on a dropped connection: pooled
 #: connections are not pinged at checkout (see ``pci_vgpu.db.api``) and the
@@ -66,7 +67,7 @@ _read_retry = oslo_db_api.wrap_db_retry(max_retries=1, retry_on_disconnect=True)
 _write_retry = oslo_db_api.wrap_db_retry(
     max_retries=DEADLOCK_RETRIES, retry_on_deadlock=True,
     retry_on_disconnect=True, retry_interval=0.01, inc_retry_interval=True,
-    max_retry_interval=0.25, jitter=True)
+    max_retry_interval=1.0, jitter=True)
 _Requests = ty.Union[instance_pci_requests.InstancePCIRequests,
                      ty.Sequence[instance_pci_requests.InstancePCIRequest]]
 
@@ -190,16 +191,15 @@ class PciDevTracker:
         First optimistically on the cached state; after a conflict, again
         with the node locked and reloaded (see ``pci_vgpu.db.api``).
         """
-        locked = self._state is None or self._contended
         for _attempt in range(MAX_ATTEMPTS):
             try:
-                return ty.cast(_Result, self._write_once(change, locked))
+                return ty.cast(_Result, self._write_once(change))
             except db_exc.ConcurrentUpdateDetected:
                 # Raised by the swap, before any change was made: the
                 # cache is still a consistent (old) view; the locked retry
                 # catches it up.
                 self.conflicts["generation"] += 1
-                self._contended = locked = True
+                self._contended = True
             except oslo_db_exc.DBDeadlock as exc:
                 LOG.warning("Giving up %(op)s on %(node)s after %(n)d "
                             "deadlocks", {"op": operation,
@@ -216,8 +216,10 @@ class PciDevTracker:
 
     @_write_retry  # type: ignore[untyped-decorator]
     def _write_once(self, change: ty.Callable[
-            [sa.Connection, tracker_state.NodeState], _Result],
-            locked: bool) -> _Result:
+            [sa.Connection, tracker_state.NodeState], _Result]) -> _Result:
+        # Locked after any conflict (a deadlock retry too: the node lock
+        # at least serialises the writers on one database server).
+        locked = self._state is None or self._contended
         try:
             with self._db.writer() as session:
                 state = self._locked_state(session) if locked \
@@ -241,6 +243,7 @@ class PciDevTracker:
     def _count_conflict(self, exc: BaseException) -> None:
         if isinstance(exc, oslo_db_exc.DBDeadlock):
             self.conflicts["deadlock"] += 1
+            self._contended = True
         elif isinstance(exc, oslo_db_exc.DBConnectionError):
             self.conflicts["disconnect"] += 1
 
