@@ -155,6 +155,11 @@ class Database:
         :raises: SchemaError naming the masked URL and the revision; the
             errors of :meth:`writer` for an unusable database.
         """
+        if db_engine.sqlite_path(self.url) is None:
+            # In-memory: a second engine would be a second, empty database.
+            migration.upgrade(self.engine, safe_url=self.safe_url,
+                              lock_wait_timeout=self.settings.lock_wait_timeout)
+            return
         migrate = db_engine.create_engine(self.url,
                                           self.settings.for_migration())
         try:

@@ -69,9 +69,10 @@ _PG_LOCK_KEY = zlib.crc32(_LOCK_NAME.encode())
 #: Upgrades of one call: a lost race is retried from the version check.
 ATTEMPTS = 8
 # Errors a concurrent migrator causes (it created or changed it first; on
-# Galera also 1412/1684: a table whose definition another node's DDL is
-# changing at that moment).
-_MYSQL_RACE = {1022, 1050, 1060, 1061, 1062, 1091, 1213, 1412, 1684, 1826}
+# Galera also 1412/1684, a table whose definition another node's DDL is
+# changing at that moment, and 1317, a query that DDL aborted).
+_MYSQL_RACE = {1022, 1050, 1060, 1061, 1062, 1091, 1213, 1317, 1412, 1684,
+               1826}
 _PG_RACE = {"23505", "40001", "40P01", "42701", "42710", "42P07"}
 
 

@@ -50,10 +50,10 @@ class Steps:
     def _found(self, what: str) -> None:
         config = op.get_context().config
         url = config.attributes.get(SAFE_URL, "?") if config else "?"
-        LOG.warning("Database %(url)s: revision %(rev)s was left half-applied "
-                    "by an interrupted upgrade (%(what)s already exists); "
-                    "completing it", {"url": url, "rev": self.revision,
-                                      "what": what})
+        LOG.warning("Database %(url)s: revision %(rev)s is half-applied "
+                    "(%(what)s already exists: an upgrade was interrupted, or "
+                    "runs on another Galera node); completing it",
+                    {"url": url, "rev": self.revision, "what": what})
 
     def _missing(self, present: bool, what: str) -> bool:
         if present:
