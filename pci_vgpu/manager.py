@@ -23,6 +23,12 @@ up, finds no capacity and gets ``PciDeviceRequestFailed``; its transaction
 rolled back, so nothing of it is written.  A lost swap happens before any
 change, so the cache survives it; a failed write of any other kind drops
 the cache, so memory never holds state the database does not.
+
+Deadlocks (and Galera certification failures, which surface as deadlocks
+at COMMIT) are retried by ``wrap_db_retry`` and counted in
+``PciDevTracker.conflicts``.  A claim's name is taken by the same
+transaction (``instances.server_name``, unique per node): two claims of
+one name race on the database's unique key, not on a read before.
 """
 
 from __future__ import annotations

@@ -30,8 +30,6 @@ from pci_vgpu.db import exception as db_exc
 if ty.TYPE_CHECKING:
     from pci_vgpu.db.engine import Settings
 
-_Factory = ty.Callable[[str], db_exc.DatabaseError]
-
 # MariaDB/MySQL client and server error numbers.
 _MYSQL_ACCESS = {1044, 1045, 1698}
 _MYSQL_NO_DB = {1049}
@@ -57,6 +55,20 @@ _SQLITE_BUSY, _SQLITE_READONLY, _SQLITE_CORRUPT = 5, 8, 11
 _SQLITE_CANTOPEN, _SQLITE_NOTADB = 14, 26
 
 
+#: kind -> (error class, the Settings timeout its message names).
+_KINDS: dict[str, tuple[type[db_exc.DatabaseError], str | None]] = {
+    "access": (db_exc.DatabaseAccessDenied, None),
+    "no_db": (db_exc.DatabaseNotFound, None),
+    "unreachable": (db_exc.DatabaseUnreachable, "connect_timeout"),
+    "lock_wait": (db_exc.LockWaitTimedOut, "lock_wait_timeout"),
+    "statement": (db_exc.StatementTimedOut, "statement_timeout"),
+    "corrupt": (db_exc.DatabaseFileCorrupt, None),
+    "read_only": (db_exc.DatabaseReadOnly, None),
+    "cant_open": (db_exc.DatabaseFileUnopenable, None),
+    "unusable": (db_exc.DatabaseUnusable, None),
+}
+
+
 class Target:
     """The database errors are about: masked URL, file, timeouts."""
 
@@ -68,26 +80,10 @@ class Target:
 
     def make(self, kind: str, detail: str) -> db_exc.DatabaseError:
         """The pci_vgpu error of ``kind`` with the driver's ``detail``."""
-        detail = redact.mask(detail)
-        url, s = self.safe_url, self.settings
-        factories: dict[str, _Factory] = {
-            "access": lambda d: db_exc.DatabaseAccessDenied(url=url, detail=d),
-            "no_db": lambda d: db_exc.DatabaseNotFound(url=url, detail=d),
-            "unreachable": lambda d: db_exc.DatabaseUnreachable(
-                url=url, detail=d, timeout=s.connect_timeout),
-            "lock_wait": lambda d: db_exc.LockWaitTimedOut(
-                url=url, detail=d, timeout=s.lock_wait_timeout),
-            "statement": lambda d: db_exc.StatementTimedOut(
-                url=url, detail=d, timeout=s.statement_timeout),
-            "corrupt": lambda d: db_exc.DatabaseFileCorrupt(
-                url=url, path=self.path, detail=d),
-            "read_only": lambda d: db_exc.DatabaseReadOnly(
-                url=url, path=self.path, detail=d),
-            "cant_open": lambda d: db_exc.DatabaseFileUnopenable(
-                url=url, path=self.path, detail=d),
-            "unusable": lambda d: db_exc.DatabaseUnusable(url=url, detail=d),
-        }
-        return factories[kind](detail)
+        error, timeout = _KINDS[kind]
+        return error(url=self.safe_url, path=self.path,
+                     detail=redact.mask(detail),
+                     timeout=getattr(self.settings, timeout) if timeout else None)
 
 
 def register(engine: sa.Engine, safe_url: str, settings: Settings) -> None:

@@ -78,16 +78,17 @@ class Steps:
         names = {i["name"] for i in self._inspector().get_indexes(table)}
         return self._missing(name in names, "index %s" % name)
 
-    def missing_unique(self, table: str, name: str) -> bool:
-        """True if unique constraint ``name`` must still be created.
-
-        MariaDB reports a unique constraint as a unique index as well.
-        """
+    def _unique_names(self, table: str) -> set[str]:
+        """Unique constraints, and unique indexes (MariaDB reports both)."""
         inspector = self._inspector()
-        names = {u["name"] for u in inspector.get_unique_constraints(table)}
-        names |= {i["name"] for i in inspector.get_indexes(table)
-                  if i.get("unique")}
-        return self._missing(name in names, "unique key %s" % name)
+        names = {str(u["name"]) for u in inspector.get_unique_constraints(table)}
+        return names | {str(i["name"]) for i in inspector.get_indexes(table)
+                        if i.get("unique")}
+
+    def missing_unique(self, table: str, name: str) -> bool:
+        """True if unique constraint ``name`` must still be created."""
+        return self._missing(name in self._unique_names(table),
+                             "unique key %s" % name)
 
     # Downgrades: a step whose object is already gone is skipped silently.
 
@@ -98,9 +99,5 @@ class Steps:
         return self.has_table(table) and column in self.columns(table)
 
     def has_unique(self, table: str, name: str) -> bool:
-        inspector = self._inspector()
-        names = {u["name"] for u in inspector.get_unique_constraints(table)}
-        names |= {i["name"] for i in inspector.get_indexes(table)
-                  if i.get("unique")}
-        return name in names
+        return name in self._unique_names(table)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import random
 import time
 import typing as ty
@@ -34,6 +35,8 @@ from tests.race import node
 from tests.unit.db import inventory as inv
 
 IN_USE = ("claimed", "allocated")
+#: Multiplies every storm's rounds (CI runs 1; a soak run, e.g. 20).
+SCALE = int(os.environ.get("PCI_VGPU_RACE_SCALE", "1"))
 FLAVORS = (("vgpu-222", 6), ("vgpu-223", 2), ("whole-t4", 1), ("whole-v100", 1))
 
 # One statement: every live device with the number of instance rows that
@@ -165,15 +168,16 @@ def leftovers(url: str) -> dict[str, int]:
 
 def run(urls: ty.Sequence[str], workers: int, cycles: int,
         checker_url: str, seed: int = 0) -> dict[str, ty.Any]:
-    """Storm with ``workers`` processes (worker i on ``urls[i % len]``)."""
+    """Storm with ``workers`` processes (worker i on ``urls[i % len]``),
+    ``cycles`` x :data:`SCALE` rounds each."""
     from tests.race import procs
     checker = Checker(checker_url)
     started = time.monotonic()
     try:
         outcomes = procs.run_together(
-            worker, [(urls[i % len(urls)], seed * 100 + i, cycles)
+            worker, [(urls[i % len(urls)], seed * 100 + i, cycles * SCALE)
                      for i in range(workers)],
-            timeout=600, while_running=checker)
+            timeout=600 * SCALE, while_running=checker)
         checker.interval = 0
         checker()  # the final state too
     finally:

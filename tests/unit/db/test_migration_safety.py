@@ -10,6 +10,7 @@ migrating processes at random times.)
 
 from __future__ import annotations
 
+import functools
 import typing as ty
 
 import pytest
@@ -38,7 +39,9 @@ def schema(engine: sa.Engine) -> dict[str, ty.Any]:
     return result
 
 
+@functools.lru_cache(maxsize=None)
 def reference_schema(backend: str) -> dict[str, ty.Any]:
+    """The schema a clean upgrade to head leaves (computed once per run)."""
     with db_fixtures.Database(backend) as ref:
         engine = sa.create_engine(ref.url, poolclass=sa.pool.NullPool)
         migration.upgrade(engine)
