@@ -30,8 +30,6 @@ import os
 from oslo_config import cfg
 from oslo_db import options as db_options
 
-from pci_vgpu import exception
-
 GROUP = cfg.OptGroup("database", title="Device tracker database")
 
 SQLITE_FILE = "pci_vgpu.sqlite"
@@ -61,12 +59,6 @@ TIMEOUT_OPTS: list[cfg.Opt] = [
 ]
 
 
-class StateDirUnusable(exception.Invalid):
-    msg_fmt = ("[host] state_dir %(path)s cannot hold the embedded SQLite "
-               "database: %(reason)s; make it a writable directory, or set "
-               "[database] connection")
-
-
 def register_opts(conf: cfg.ConfigOpts) -> None:
     db_options.set_defaults(conf)
     conf.register_opts(TIMEOUT_OPTS, group=GROUP.name)
@@ -84,15 +76,11 @@ def connection_url(conf: cfg.ConfigOpts) -> str:
     The default is ``sqlite:///<[host] state_dir>/pci_vgpu.sqlite``; the
     state directory is created (mode 0700) when it does not exist yet.
 
-    :raises: StateDirUnusable naming ``[host] state_dir`` when the
-        directory cannot be created.
+    :raises: OSError when the directory cannot be created (the CLI names
+        ``[host] state_dir``: ``pci_vgpu.cli.wiring``).
     """
     if conf.database.connection:
         return str(conf.database.connection)
     state_dir = conf.host.state_dir
-    try:
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise StateDirUnusable(path=state_dir,
-                               reason=exc.strerror or str(exc)) from exc
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
     return "sqlite:///%s" % os.path.join(state_dir, SQLITE_FILE)

@@ -90,7 +90,8 @@ class Database:
         """Open ``[database] connection`` (SQLite in the state dir if unset)
         with the ``[database]`` timeouts.
 
-        :raises: InvalidConnectionUrl; StateDirUnusable.
+        :raises: InvalidConnectionUrl; OSError if the embedded SQLite's
+            ``[host] state_dir`` cannot be created.
         """
         from pci_vgpu.conf import database as db_conf
         return cls(db_conf.connection_url(conf), Settings.from_conf(conf))

@@ -20,6 +20,7 @@ import functools
 import logging as std_logging
 import os
 import sqlite3
+import time
 import typing as ty
 import urllib.parse
 
@@ -243,7 +244,7 @@ def _sqlite_engine(url: sa.URL, settings: Settings) -> sa.Engine:
         dbapi_con.execute("PRAGMA busy_timeout = %d" % busy_ms)
         dbapi_con.execute("PRAGMA foreign_keys = ON")
         if path is not None and not read_only:
-            dbapi_con.execute("PRAGMA journal_mode = WAL")
+            _use_wal(dbapi_con, settings.lock_wait_timeout)
             dbapi_con.execute("PRAGMA synchronous = NORMAL")
 
     @event.listens_for(engine, "begin")
@@ -257,6 +258,27 @@ def _sqlite_engine(url: sa.URL, settings: Settings) -> sa.Engine:
             conn._handle_dbapi_exception(exc, sql, None, None, None)
 
     return engine
+
+
+def _use_wal(dbapi_con: ty.Any, timeout: int) -> None:
+    """Switch the file to WAL once (the mode is stored in the file).
+
+    Switching needs the database's exclusive lock and SQLite reports a
+    busy database at once there, without its busy handler: processes
+    opening a fresh file together would fail.  So: nothing to do when
+    the file is in WAL already, else retry until ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            mode = dbapi_con.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                dbapi_con.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _add_fork_guard(engine: sa.Engine) -> None:

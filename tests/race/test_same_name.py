@@ -17,6 +17,7 @@ import sys
 import typing as ty
 
 import pytest
+import sqlalchemy as sa
 
 from pci_vgpu.cli import config as cli_config
 from pci_vgpu.db import api as db_api
@@ -133,12 +134,21 @@ def test_server_delete_by_name_is_unambiguous(sqlite_db: db_api.Database) -> Non
     service = node.service(sqlite_db)
     service.sync_inventory()
     first = service.create_server("vm", [inv.vgpu_request()])
-    # A second server whose *name* is the first one's UUID.
-    other = service.create_server(first.uuid, [inv.vgpu_request()])
     assert service.get_server(first.uuid).uuid == first.uuid
     assert service.get_server("vm").uuid == first.uuid
-    gone = service.delete_server(first.uuid)
-    assert gone.uuid == first.uuid
-    assert service.get_server(first.uuid).uuid == other.uuid
+    # A second "vm" can only come from outside pci_vgpu (revision 0004
+    # renamed older duplicates): it is refused by name, found by UUID.
+    stray = "3f1c4e1a-0000-4000-8000-0000000000aa"
+    with sqlite_db.writer() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO instances (uuid, compute_node_id, name, status, "
+            "pci_requests) SELECT :u, compute_node_id, 'vm', 'allocated', "
+            "'[]' FROM instances WHERE uuid = :first"),
+            {"u": stray, "first": first.uuid})
+        conn.execute(sa.text("UPDATE compute_nodes SET generation = generation + 1"))
+    with pytest.raises(svc.AmbiguousServerName, match=stray):
+        service.delete_server("vm")
+    assert service.get_server(stray).uuid == stray
+    assert service.delete_server(first.uuid).uuid == first.uuid
     with pytest.raises(svc.ServerNotFound):
-        service.get_server("vm")
+        service.get_server(first.uuid)

@@ -94,3 +94,37 @@ def test_settings_come_from_the_database_group() -> None:
     db.dispose()
     assert busy == 7000
     assert {"compute_nodes", "pci_devices", "instances"} <= tables
+
+
+def test_a_fresh_sqlite_file_busy_while_switching_to_wal_is_waited_for(
+        tmp_path: ty.Any) -> None:
+    """Switching to WAL needs the exclusive lock, and SQLite reports a busy
+    file at once there: a process opening a fresh file while another writes
+    it must wait (up to lock_wait_timeout), not fail."""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "fresh.sqlite"
+    writer = sqlite3.connect(str(path), check_same_thread=False)
+    writer.execute("CREATE TABLE other (x INTEGER)")
+    writer.commit()
+    writer.isolation_level = None
+    # Another process writing to the file (still in rollback-journal mode)
+    # holds its RESERVED lock: the switch is refused at once, not waited for.
+    writer.execute("BEGIN IMMEDIATE")
+    releaser = threading.Timer(1.0, writer.rollback)
+    releaser.start()
+    db = db_api.Database("sqlite:///%s" % path,
+                         db_api.Settings(lock_wait_timeout=10))
+    try:
+        started = time.monotonic()
+        db.sync()
+        waited = time.monotonic() - started
+    finally:
+        releaser.join()
+        writer.close()
+    with db.reader() as conn:
+        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+    db.dispose()
+    assert mode == "wal"
+    assert waited >= 0.9
