@@ -23,10 +23,17 @@ up, finds no capacity and gets ``PciDeviceRequestFailed``; its transaction
 rolled back, so nothing of it is written.  A lost swap happens before any
 change, so the cache survives it; a failed write of any other kind drops
 the cache, so memory never holds state the database does not.
+
+Deadlocks (and Galera certification failures, which surface as deadlocks
+at COMMIT) are retried by ``wrap_db_retry`` and counted in
+``PciDevTracker.conflicts``.  A claim's name is taken by the same
+transaction (``instances.server_name``, unique per node): two claims of
+one name race on the database's unique key, not on a read before.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import typing as ty
 
@@ -50,12 +57,23 @@ InstanceRecord = records.InstanceRecord
 #: Attempts before giving up; after the first conflict each one holds the
 #: node lock, so more than two means the lock is not being honoured.
 MAX_ATTEMPTS = 5
+#: Retries of a write that ended in a deadlock: on Galera every write of a
+#: compute node that another database node committed first fails its
+#: certification at COMMIT, so a storm across nodes needs many (with
+#: jittered pauses growing to 1 s: about 15 s before giving up).
+DEADLOCK_RETRIES = 20
 _Result = ty.TypeVar("_Result")
 #: Every database access retries once on a dropped connection: pooled
 #: connections are not pinged at checkout (see ``pci_vgpu.db.api``) and the
 #: failed attempt has already invalidated the pool.  Writes retry through
 #: ``_write_once``'s own decorator.
 _read_retry = oslo_db_api.wrap_db_retry(max_retries=1, retry_on_disconnect=True)
+#: Writers retry deadlocks too, with growing, jittered pauses (so that
+#: retrying workers do not collide again in step).
+_write_retry = oslo_db_api.wrap_db_retry(
+    max_retries=DEADLOCK_RETRIES, retry_on_deadlock=True,
+    retry_on_disconnect=True, retry_interval=0.01, inc_retry_interval=True,
+    max_retry_interval=1.0, jitter=True)
 _Requests = ty.Union[instance_pci_requests.InstancePCIRequests,
                      ty.Sequence[instance_pci_requests.InstancePCIRequest]]
 
@@ -86,14 +104,24 @@ class PciDevTracker:
                                 dev_filter=dev_filter,
                                 placement_policy=placement_policy)
         self.dev_filter = dev_filter
+        #: Conflicts met by this tracker's writes, by kind: "generation"
+        #: (a lost compare-and-swap, retried under the node lock),
+        #: "deadlock" (a deadlock or Galera certification failure, retried
+        #: by ``wrap_db_retry``), "disconnect" (retried on a new connection).
+        self.conflicts: collections.Counter[str] = collections.Counter()
         self.node_id = self._get_or_create_node()
         self._state: tracker_state.NodeState | None = None
         #: Other workers wrote lately: lock before writing (saves the
         #: attempt that would fail its compare-and-swap).
         self._contended = False
 
-    @_read_retry  # type: ignore[untyped-decorator]
+    @_write_retry  # type: ignore[untyped-decorator]
     def _get_or_create_node(self) -> int:
+        """The node's id; read first, so a read-only database still works."""
+        with self._db.reader() as conn:
+            found = db_api.find_compute_node(conn, self.hostname)
+        if found is not None:
+            return found
         for _ in range(2):
             try:
                 with self._db.writer() as session:
@@ -169,26 +197,35 @@ class PciDevTracker:
         First optimistically on the cached state; after a conflict, again
         with the node locked and reloaded (see ``pci_vgpu.db.api``).
         """
-        locked = self._state is None or self._contended
         for _attempt in range(MAX_ATTEMPTS):
             try:
-                return ty.cast(_Result, self._write_once(change, locked))
+                return ty.cast(_Result, self._write_once(change))
             except db_exc.ConcurrentUpdateDetected:
                 # Raised by the swap, before any change was made: the
                 # cache is still a consistent (old) view; the locked retry
                 # catches it up.
-                self._contended = locked = True
+                self.conflicts["generation"] += 1
+                self._contended = True
+            except oslo_db_exc.DBDeadlock as exc:
+                LOG.warning("Giving up %(op)s on %(node)s after %(n)d "
+                            "deadlocks", {"op": operation,
+                                          "node": self.hostname,
+                                          "n": DEADLOCK_RETRIES + 1})
+                raise db_exc.TooManyDeadlocks(
+                    operation=operation, node=self.hostname,
+                    attempts=DEADLOCK_RETRIES + 1,
+                    detail=str(exc).strip().splitlines()[0]) from exc
         LOG.warning("Giving up %(op)s on %(node)s after %(n)d attempts",
                     {"op": operation, "node": self.hostname, "n": MAX_ATTEMPTS})
         raise db_exc.TooManyConcurrentUpdates(
             operation=operation, node=self.hostname, attempts=MAX_ATTEMPTS)
 
-    @oslo_db_api.wrap_db_retry(max_retries=5, retry_on_deadlock=True,  # type: ignore[untyped-decorator]
-                               retry_on_disconnect=True, retry_interval=0.01,
-                               max_retry_interval=0.2)
+    @_write_retry  # type: ignore[untyped-decorator]
     def _write_once(self, change: ty.Callable[
-            [sa.Connection, tracker_state.NodeState], _Result],
-            locked: bool) -> _Result:
+            [sa.Connection, tracker_state.NodeState], _Result]) -> _Result:
+        # Locked after any conflict (a deadlock retry too: the node lock
+        # at least serialises the writers on one database server).
+        locked = self._state is None or self._contended
         try:
             with self._db.writer() as session:
                 state = self._locked_state(session) if locked \
@@ -202,11 +239,19 @@ class PciDevTracker:
             return ty.cast(_Result, nothing.result)
         except db_exc.ConcurrentUpdateDetected:
             raise
-        except BaseException:
+        except BaseException as exc:
             self._state = None
+            self._count_conflict(exc)
             raise
         state.generation = generation
         return result
+
+    def _count_conflict(self, exc: BaseException) -> None:
+        if isinstance(exc, oslo_db_exc.DBDeadlock):
+            self.conflicts["deadlock"] += 1
+            self._contended = True
+        elif isinstance(exc, oslo_db_exc.DBConnectionError):
+            self.conflicts["disconnect"] += 1
 
     def _locked_state(self, session: sa.Connection) -> tracker_state.NodeState:
         """Lock the node, then reuse the cache if current, else reload."""
@@ -270,17 +315,25 @@ class PciDevTracker:
 
     def claim_instance(self, instance_uuid: str, pci_requests: _Requests,
                        numa_cells: ty.Sequence[int] | None = None,
-                       instance_name: str | None = None
+                       instance_name: str | None = None,
+                       unique_name: bool = True
                        ) -> list[pci_device.PciDevice]:
         """Claim devices for every request of ``instance_uuid``.
 
         ``numa_cells`` are the host NUMA node ids of the guest's cells.
+        ``instance_name``, when given with ``unique_name``, is taken as the
+        node's unique server name in the claim's own transaction (the
+        database's unique key decides between racing claims, not a read
+        before); ``unique_name=False`` records a name shared with another
+        claim (a hot-plug attachment of that server).
         Returns copies of the claimed devices (vGPUs created by the claim
         included, with their new ``mdev_uuid``).
 
         :raises: PciDeviceRequestFailed when the node cannot satisfy the
-            requests (nothing is written); InstanceAlreadyTracked;
-            InvalidPciRequest; TooManyConcurrentUpdates.
+            requests; InstanceNameInUse when another claim holds the name;
+            InstanceAlreadyTracked; InvalidPciRequest;
+            TooManyConcurrentUpdates; TooManyDeadlocks.  Nothing is
+            written when any of them is raised.
         """
         requests = _request_list(pci_requests)
         record = InstanceRecord(
@@ -292,11 +345,34 @@ class PciDevTracker:
                    state: tracker_state.NodeState) -> list[pci_device.PciDevice]:
             devices = state.claim(record, self.node_id)
             db_api.insert_instance(session, self.node_id,
-                                   records.instance_values(record))
+                                   records.instance_values(record, unique_name))
             return devices
 
-        claimed = self._write("claim", change)
+        try:
+            claimed = self._write("claim", change)
+        except oslo_db_exc.DBDuplicateEntry as exc:
+            # The whole transaction rolled back: no device was claimed.
+            raise self._duplicate(exc, record) from exc
         return [pci_device.copy_device(d) for d in claimed]
+
+    def _duplicate(self, exc: oslo_db_exc.DBDuplicateEntry,
+                   record: InstanceRecord) -> Exception:
+        """The error for a claim that broke an ``instances`` unique key."""
+        if "server_name" in (exc.columns or ()) and record.name:
+            holder = self._name_holder(record.name)
+            return db_exc.InstanceNameInUse(
+                name=record.name, node=self.hostname,
+                holder=holder or "another server")
+        if "uuid" in (exc.columns or ()):
+            return db_exc.InstanceAlreadyTracked(
+                instance_uuid=record.uuid, node="another compute node",
+                status="unknown")
+        return ty.cast(Exception, exc)
+
+    @_read_retry  # type: ignore[untyped-decorator]
+    def _name_holder(self, name: str) -> str | None:
+        with self._db.reader() as conn:
+            return db_api.get_server_name_holder(conn, self.node_id, name)
 
     def allocate_instance(self, instance_uuid: str) -> list[pci_device.PciDevice]:
         """Turn the claim of ``instance_uuid`` into an allocation.

@@ -55,6 +55,11 @@ class ServerNotFound(exception.NotFound):
     msg_fmt = "Server %(server)s not found on host %(host)s (known: %(known)s)."
 
 
+class AmbiguousServerName(exception.Invalid):
+    msg_fmt = ("Server name %(server)s is held by several servers (%(uuids)s); "
+               "name one by its UUID.")
+
+
 class ServerNameInUse(exception.Invalid):
     msg_fmt = "Server name %(name)s is already used by %(uuid)s; choose another name."
 
@@ -296,6 +301,8 @@ class ComputeService:
         if numa_node is not None and (isinstance(numa_node, bool)
                                       or not isinstance(numa_node, int) or numa_node < 0):
             raise InvalidNumaNode(node=numa_node)
+        # An early, friendlier refusal only: two creates racing past it are
+        # decided by the database's unique key (InstanceNameInUse).
         for record in self.tracker.instances():
             if record.name == name:
                 raise ServerNameInUse(name=name, uuid=record.uuid)
@@ -426,15 +433,22 @@ class ComputeService:
         return sorted(servers, key=lambda s: (s.name, s.uuid))
 
     def get_server(self, server: str) -> Server:
-        """Find a server by UUID or name.
+        """Find a server by UUID, else by name (never one of several).
 
-        :raises: ServerNotFound listing the known names.
+        The database keeps names unique per host (``instances.server_name``),
+        so two matches can only be a name that is another server's UUID.
+
+        :raises: ServerNotFound listing the known names; AmbiguousServerName.
         """
         records = self.tracker.instances()
-        for record in records:
-            if server in (record.uuid, record.name):
-                guests = {g.uuid: g for g in self.driver.list_guests()}
-                return self._server(record, guests.get(record.uuid))
+        matches = ([r for r in records if r.uuid == server]
+                   or [r for r in records if r.name == server])
+        if len(matches) > 1:
+            raise AmbiguousServerName(server=server,
+                                      uuids=", ".join(sorted(r.uuid for r in matches)))
+        for record in matches:
+            guests = {g.uuid: g for g in self.driver.list_guests()}
+            return self._server(record, guests.get(record.uuid))
         raise ServerNotFound(server=server, host=self.tracker.hostname,
                              known=", ".join(sorted(r.name for r in records)) or "none")
 

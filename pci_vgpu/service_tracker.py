@@ -128,7 +128,8 @@ class ServiceTracker:
             raise exception.Invalid(reason="an attachment needs at least one request")
         return self.tracker.claim_instance(
             attachment_uuid(server.uuid, first_id), reqs,
-            [numa_node] if numa_node is not None else None, instance_name=server.name)
+            [numa_node] if numa_node is not None else None, instance_name=server.name,
+            unique_name=False)
 
     def allocate(self, instance_uuid: str) -> None:
         for record in self._group_of(instance_uuid):

@@ -1,5 +1,9 @@
 """Nova 34's compute_nodes (the columns we use) and pci_devices, unchanged.
 
+Each step is skipped when its object exists (``pci_vgpu.db.schema_ops``):
+a MariaDB upgrade killed half-way through this revision is completed by
+the next run.
+
 Revision ID: 0001
 Revises:
 """
@@ -9,10 +13,20 @@ from __future__ import annotations
 from alembic import op
 import sqlalchemy as sa
 
+from pci_vgpu.db import schema_ops
+
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
+
+steps = schema_ops.Steps(revision)
+_INDEXES = {
+    "ix_pci_devices_compute_node_id_deleted": ["compute_node_id", "deleted"],
+    "ix_pci_devices_instance_uuid_deleted": ["instance_uuid", "deleted"],
+    "ix_pci_devices_compute_node_id_parent_addr_deleted":
+        ["compute_node_id", "parent_addr", "deleted"],
+}
 
 
 def _timestamps() -> list[sa.Column[object]]:
@@ -23,6 +37,16 @@ def _timestamps() -> list[sa.Column[object]]:
 
 
 def upgrade() -> None:
+    if steps.missing_table("compute_nodes"):
+        _create_compute_nodes()
+    if steps.missing_table("pci_devices"):
+        _create_pci_devices()
+    for name, columns in _INDEXES.items():
+        if steps.missing_index("pci_devices", name):
+            op.create_index(name, "pci_devices", columns)
+
+
+def _create_compute_nodes() -> None:
     op.create_table(
         "compute_nodes",
         *_timestamps(),
@@ -33,6 +57,9 @@ def upgrade() -> None:
             "hypervisor_hostname", "deleted",
             name="uniq_compute_nodes0hypervisor_hostname0deleted"),
     )
+
+
+def _create_pci_devices() -> None:
     # Nova 34 nova/db/main/migrations/versions/8f2f1571d55b: same names,
     # types, nullability, indexes and unique key.
     op.create_table(
@@ -60,14 +87,9 @@ def upgrade() -> None:
             "compute_node_id", "address", "deleted",
             name="uniq_pci_devices0compute_node_id0address0deleted"),
     )
-    op.create_index("ix_pci_devices_compute_node_id_deleted",
-                    "pci_devices", ["compute_node_id", "deleted"])
-    op.create_index("ix_pci_devices_instance_uuid_deleted",
-                    "pci_devices", ["instance_uuid", "deleted"])
-    op.create_index("ix_pci_devices_compute_node_id_parent_addr_deleted",
-                    "pci_devices", ["compute_node_id", "parent_addr", "deleted"])
 
 
 def downgrade() -> None:
-    op.drop_table("pci_devices")
-    op.drop_table("compute_nodes")
+    for table in ("pci_devices", "compute_nodes"):
+        if steps.has_table(table):
+            op.drop_table(table)

@@ -46,9 +46,13 @@ def database(conf: ty.Any = None) -> db_api.Database:
         raise embedded.StateDirUnusable(path=conf.host.state_dir, reason=(
             "creating it failed (%s)" % (exc.strerror or exc))) from exc
     if url not in _DATABASES:
-        db = db_api.Database(url)
+        db = db_api.Database.from_config(conf)
         try:
             db.sync()
+        except exception.PciVgpuException:
+            # Already one line naming the option, the masked URL and the fix.
+            db.dispose()
+            raise
         except oslo_db_exc.DBError as exc:
             db.dispose()
             raise DatabaseUnavailable(url=db.safe_url,

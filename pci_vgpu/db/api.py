@@ -32,8 +32,16 @@ server dropped fails its statement, SQLAlchemy invalidates the pool, and
 the tracker's ``wrap_db_retry(retry_on_disconnect=True)`` runs the
 transaction again on a fresh connection.
 
-Passwords: :attr:`Database.safe_url` is the URL to log, rendered with
-``hide_password=True``; the raw URL is never logged.
+Galera (several MariaDB nodes taking writes): ``SELECT ... FOR UPDATE``
+locks only on the node that runs it, but the generation swap makes every
+write of a compute node update the same row, so two nodes' concurrent
+writes conflict at certification and the later COMMIT fails as a deadlock:
+the same ``wrap_db_retry`` runs it again (see README, "Databases").
+
+Passwords: :attr:`Database.safe_url` is the URL to log, password and
+secret-named query values masked (``pci_vgpu.redact``); the raw URL is
+never logged.  Engines, timeouts and error wording live in
+:mod:`pci_vgpu.db.engine` and :mod:`pci_vgpu.db.errors`.
 """
 
 from __future__ import annotations
@@ -44,40 +52,18 @@ import threading
 import typing as ty
 
 from oslo_config import cfg
-from oslo_db.sqlalchemy import exc_filters
 from oslo_log import log as logging
 import sqlalchemy as sa
-from sqlalchemy import event
 
 from pci_vgpu.db import direct
+from pci_vgpu.db import engine as db_engine
 from pci_vgpu.db import exception as db_exc
 from pci_vgpu.db import migration
 from pci_vgpu.db import models
 
 LOG = logging.getLogger(__name__)
 
-_SUPPORTED_DRIVERS = ("sqlite", "mysql", "postgresql")
-_SQLITE_BUSY_TIMEOUT_MS = 60000
-#: Execution option marking a read-only transaction (a deferred BEGIN on
-#: SQLite, so readers never take the write lock).
-_READ_ONLY = "pci_vgpu_read_only"
-
-
-def mask_url(url: str | sa.URL) -> str:
-    """Render ``url`` with its password replaced by ``***``."""
-    return sa.make_url(url).render_as_string(hide_password=True)
-
-
-def _validate_url(connection: str) -> sa.URL:
-    try:
-        url = sa.make_url(connection)
-    except sa.exc.ArgumentError as exc:
-        raise db_exc.InvalidConnectionUrl(url="<unparsable>", reason=str(exc))
-    if url.get_backend_name() not in _SUPPORTED_DRIVERS:
-        raise db_exc.InvalidConnectionUrl(
-            url=mask_url(url),
-            reason="backend %r is not supported" % url.get_backend_name())
-    return url
+Settings = db_engine.Settings
 
 
 class Database:
@@ -87,10 +73,12 @@ class Database:
     databases in one process.  A forked child must build its own.
     """
 
-    def __init__(self, connection: str) -> None:
-        """:raises: InvalidConnectionUrl for a URL of another backend."""
-        self.url = _validate_url(connection)
-        self.safe_url = mask_url(self.url)
+    def __init__(self, connection: str,
+                 settings: Settings | None = None) -> None:
+        """:raises: InvalidConnectionUrl naming the masked URL and the fix."""
+        self.url = db_engine.parse_url(connection)
+        self.safe_url = db_engine.safe_url(self.url)
+        self.settings = settings or Settings()
         self._engine: sa.Engine | None = None
         #: Per thread: (pid, the connection writers of that thread reuse).
         self._local = threading.local()
@@ -99,14 +87,19 @@ class Database:
 
     @classmethod
     def from_config(cls, conf: cfg.ConfigOpts) -> Database:
-        """Open ``[database] connection`` (SQLite in the state dir if unset)."""
+        """Open ``[database] connection`` (SQLite in the state dir if unset)
+        with the ``[database]`` timeouts.
+
+        :raises: InvalidConnectionUrl; OSError if the embedded SQLite's
+            ``[host] state_dir`` cannot be created.
+        """
         from pci_vgpu.conf import database as db_conf
-        return cls(db_conf.connection_url(conf))
+        return cls(db_conf.connection_url(conf), Settings.from_conf(conf))
 
     @property
     def engine(self) -> sa.Engine:
         if self._engine is None:
-            self._engine = _create_engine(self.url)
+            self._engine = db_engine.create_engine(self.url, self.settings)
             LOG.debug("Opened device tracker database %s", self.safe_url)
         return self._engine
 
@@ -119,7 +112,9 @@ class Database:
         small one); a nested writer gets a connection of its own.
 
         :raises: oslo.db's DBError family (DBDeadlock, DBDuplicateEntry,
-            DBConnectionError ...) translated from the driver's errors.
+            DBConnectionError ...) translated from the driver's errors, or
+            a :mod:`pci_vgpu.db.exception` error an operator can act on
+            (DatabaseReadOnly, LockWaitTimedOut, DatabaseUnreachable ...).
         """
         conn = self._thread_connection()
         if conn.in_transaction():
@@ -143,15 +138,36 @@ class Database:
 
     @contextlib.contextmanager
     def reader(self) -> ty.Iterator[sa.Connection]:
-        """A connection in a read-only transaction."""
+        """A connection in a read-only transaction.
+
+        :raises: as :meth:`writer`.
+        """
         with self.engine.connect() as conn:
-            conn = conn.execution_options(**{_READ_ONLY: True})
+            conn = conn.execution_options(**{db_engine.READ_ONLY: True})
             with conn.begin():
                 yield conn
 
     def sync(self) -> None:
-        """Upgrade the schema to the newest revision."""
-        migration.upgrade(self.engine)
+        """Bring the schema to the newest revision (see ``migration``).
+
+        Runs on an engine of its own without a statement limit (a DDL may
+        be slow on a big table); its lock waits are still bounded.
+
+        :raises: SchemaError naming the masked URL and the revision; the
+            errors of :meth:`writer` for an unusable database.
+        """
+        if db_engine.sqlite_path(self.url) is None:
+            # In-memory: a second engine would be a second, empty database.
+            migration.upgrade(self.engine, safe_url=self.safe_url,
+                              lock_wait_timeout=self.settings.lock_wait_timeout)
+            return
+        migrate = db_engine.create_engine(self.url,
+                                          self.settings.for_migration())
+        try:
+            migration.upgrade(migrate, safe_url=self.safe_url,
+                              lock_wait_timeout=self.settings.lock_wait_timeout)
+        finally:
+            migrate.dispose()
 
     def dispose(self) -> None:
         """Close every pooled connection (and those writers hold)."""
@@ -164,99 +180,6 @@ class Database:
         self._local = threading.local()
         if self._engine is not None:
             self._engine.dispose()
-
-
-def _create_engine(url: sa.URL) -> sa.Engine:
-    """An engine with oslo.db's error translation and per-backend settings.
-
-    Built here rather than by oslo.db's enginefacade, which gives SQLite
-    file databases a NullPool (a new connection, and its pragmas, per
-    transaction) and pings every connection at checkout (one more round
-    trip per transaction on MariaDB/PostgreSQL).
-    """
-    backend = url.get_backend_name()
-    if backend == "sqlite":
-        engine = _sqlite_engine(url)
-    elif backend == "mysql":
-        engine = _mysql_engine(url)
-    else:
-        engine = sa.create_engine(url, pool_recycle=3600,
-                                  client_encoding="utf8")
-    _add_fork_guard(engine)
-    exc_filters.register_engine(engine)
-    return engine
-
-
-def _mysql_engine(url: sa.URL) -> sa.Engine:
-    connect_args = {} if "charset" in url.query else {"charset": "utf8"}
-    engine = sa.create_engine(url, pool_recycle=3600,
-                              connect_args=connect_args)
-
-    @event.listens_for(engine, "connect")
-    def _sql_mode(dbapi_con: ty.Any, _record: ty.Any) -> None:
-        # Strict mode: a too-long value is an error, never truncated.
-        with dbapi_con.cursor() as cursor:
-            cursor.execute("SET SESSION sql_mode = 'TRADITIONAL'")
-
-    return engine
-
-
-def _sqlite_engine(url: sa.URL) -> sa.Engine:
-    """One pooled connection per thread, WAL, BEGIN IMMEDIATE for writes.
-
-    pysqlite's own transaction handling is switched off
-    (``isolation_level = None``) and the BEGIN emitted here: a deferred
-    BEGIN that later writes fails at once with "database is locked" when
-    another process committed in between; IMMEDIATE takes the write lock up
-    front and waits for it instead.  ``synchronous = NORMAL`` in WAL mode
-    keeps the database consistent after a crash; a power cut may lose the
-    last transactions (acceptable for an embedded, single-host default;
-    production deployments use MariaDB/PostgreSQL).
-    """
-    memory = url.database in (None, "", ":memory:")
-    pool: dict[str, ty.Any] = (
-        {"poolclass": sa.pool.StaticPool} if memory
-        else {"poolclass": sa.pool.QueuePool, "pool_size": 2,
-              "max_overflow": 8})
-    engine = sa.create_engine(
-        url, connect_args={"check_same_thread": False}, **pool)
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_con: ty.Any, _record: ty.Any) -> None:
-        dbapi_con.isolation_level = None
-        dbapi_con.execute("PRAGMA busy_timeout = %d" % _SQLITE_BUSY_TIMEOUT_MS)
-        dbapi_con.execute("PRAGMA foreign_keys = ON")
-        if not memory:
-            dbapi_con.execute("PRAGMA journal_mode = WAL")
-            dbapi_con.execute("PRAGMA synchronous = NORMAL")
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: sa.Connection) -> None:
-        read_only = conn.get_execution_options().get(_READ_ONLY)
-        sql = "BEGIN" if read_only else "BEGIN IMMEDIATE"
-        try:
-            # Straight to the driver: this runs once per transaction.
-            conn.connection.dbapi_connection.execute(sql)  # type: ignore[union-attr]
-        except Exception as exc:
-            conn._handle_dbapi_exception(exc, sql, None, None, None)
-
-    return engine
-
-
-def _add_fork_guard(engine: sa.Engine) -> None:
-    """Never hand a parent process's pooled connection to a forked child."""
-
-    @event.listens_for(engine, "connect")
-    def _connect(_dbapi_con: ty.Any, record: ty.Any) -> None:
-        record.info["pid"] = os.getpid()
-
-    @event.listens_for(engine, "checkout")
-    def _checkout(_dbapi_con: ty.Any, record: ty.Any, proxy: ty.Any) -> None:
-        if record.info.get("pid") != os.getpid():
-            record.dbapi_connection = proxy.dbapi_connection = None
-            raise sa.exc.DisconnectionError(
-                "connection belongs to process %s, not %s"
-                % (record.info.get("pid"), os.getpid()))
 
 
 # --- statements --------------------------------------------------------------
@@ -337,6 +260,12 @@ def _runner(conn: sa.Connection) -> direct.Runner:
 
 
 # --- compute nodes -----------------------------------------------------------
+
+def find_compute_node(conn: sa.Connection, hostname: str) -> int | None:
+    """The id of the live node ``hostname``, None if there is none."""
+    row = conn.execute(_SELECT_NODE, {"b_host": hostname}).first()
+    return None if row is None else int(row.id)
+
 
 def get_or_create_compute_node(conn: sa.Connection, hostname: str) -> tuple[int, int]:
     """Return (id, generation) of the live node ``hostname``, creating it."""
@@ -428,6 +357,19 @@ def get_instances(conn: sa.Connection, node_id: int) -> list[sa.Row[ty.Any]]:
 def insert_instance(conn: sa.Connection, node_id: int,
                     values: dict[str, ty.Any]) -> None:
     _dml(conn, _INSERT_INSTANCE, dict(values, compute_node_id=node_id))
+
+
+# SELECT uuid FROM instances WHERE compute_node_id=:node AND server_name=:name
+_SELECT_NAME_HOLDER = sa.select(_INSTANCES.c.uuid).where(
+    _INSTANCES.c.compute_node_id == _NODE,
+    _INSTANCES.c.server_name == sa.bindparam("b_name"))
+
+
+def get_server_name_holder(conn: sa.Connection, node_id: int,
+                           name: str) -> str | None:
+    """The UUID of the instance holding server name ``name`` on the node."""
+    return conn.execute(_SELECT_NAME_HOLDER,
+                        {"b_node": node_id, "b_name": name}).scalar()
 
 
 def set_instance_status(conn: sa.Connection, instance_uuid: str,

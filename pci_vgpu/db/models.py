@@ -15,7 +15,9 @@ changes make room for vGPUs:
 
 ``compute_nodes.generation`` is the optimistic-concurrency counter every
 writer bumps (see :mod:`pci_vgpu.db.api`); ``instances`` records who holds
-claims and allocations, with the requests that made them.
+claims and allocations, with the requests that made them, and
+``instances.server_name`` keeps server names unique per compute node (a
+database constraint, not a read-then-write check).
 
 The models and :mod:`migrations` must agree: ``tests/unit/db/test_migrations``
 compares them with oslo.db's ``ModelsMigrationsSync`` on all three databases.
@@ -128,12 +130,16 @@ class Instance(_Timestamps, Base):
     """A guest holding claims or allocations on one compute node.
 
     Rows are deleted (not soft-deleted) when the instance's devices are
-    freed: the devices' own rows keep the history that matters.
+    freed: the devices' own rows keep the history that matters, and a
+    freed server name can be taken again at once.
     """
 
     __tablename__ = "instances"
     __table_args__ = (
         sa.UniqueConstraint("uuid", name="uniq_instances0uuid"),
+        sa.UniqueConstraint(
+            "compute_node_id", "server_name",
+            name="uniq_instances0compute_node_id0server_name"),
         sa.Index("ix_instances_compute_node_id", "compute_node_id"),
     )
 
@@ -144,6 +150,11 @@ class Instance(_Timestamps, Base):
         sa.ForeignKey("compute_nodes.id", name="instances_compute_node_id_fkey"),
         nullable=False)
     name: orm.Mapped[str | None] = orm.mapped_column(sa.String(255), nullable=True)
+    #: ``name`` for a server's own claim, unique on its compute node; NULL
+    #: for rows that share their server's name (hot-plug attachments) and
+    #: for unnamed claims.  NULLs never collide in a unique key.
+    server_name: orm.Mapped[str | None] = orm.mapped_column(
+        sa.String(255), nullable=True)
     #: "claimed" or "allocated".
     status: orm.Mapped[str] = orm.mapped_column(sa.String(16), nullable=False)
     #: JSON list of InstancePCIRequest primitives (Nova's to_json shape).

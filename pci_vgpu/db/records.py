@@ -149,10 +149,18 @@ def instance_from_row(row: sa.Row[ty.Any]) -> InstanceRecord:
                           requests=list(requests), numa_cells=cells)
 
 
-def instance_values(record: InstanceRecord) -> dict[str, ty.Any]:
+def instance_values(record: InstanceRecord,
+                    unique_name: bool = True) -> dict[str, ty.Any]:
+    """Column values of a new ``instances`` row.
+
+    ``unique_name``: the record takes its name as its compute node's
+    unique server name (``server_name``); False for a row that shares its
+    server's name (a hot-plug attachment).
+    """
     blob = instance_pci_requests.InstancePCIRequests(
         instance_uuid=record.uuid, requests=list(record.requests)).to_json()
     return {"uuid": record.uuid, "name": record.name, "status": record.status,
+            "server_name": record.name if unique_name else None,
             "pci_requests": blob,
             "numa_cells": (json.dumps(record.numa_cells)
                            if record.numa_cells is not None else None)}

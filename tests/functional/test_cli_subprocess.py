@@ -78,7 +78,8 @@ def test_unreachable_database_is_one_line_without_password(tmp_path):
     conf.write_text("[database]\nconnection = mysql+pymysql://u:s3cret@127.0.0.1:1/x\n")
     result = pci_vgpu(tmp_path, "--config-file", str(conf), "pool", "list")
     assert result.returncode == 1
-    assert result.stderr.startswith("ERROR: Database mysql+pymysql://u:***@127.0.0.1:1/x")
+    assert result.stderr.startswith("ERROR: Cannot reach the database server of "
+                                    "[database] connection mysql+pymysql://u:***@127.0.0.1:1/x")
     assert len(result.stderr.strip().splitlines()) == 1
     assert "s3cret" not in result.stderr
 

@@ -12,7 +12,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DOCUMENTS = sorted(
     [ROOT / "README.rst", ROOT / "benchmarks" / "README.rst",
-     ROOT / "doc" / "contract.rst"]
+     ROOT / "migrations" / "README.rst"]
+    + list((ROOT / "doc").glob("*.rst"))
     + list((ROOT / "patches").glob("*/README.rst")))
 
 

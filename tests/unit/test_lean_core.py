@@ -113,7 +113,9 @@ def test_the_blocker_does_block() -> None:
 def test_pci_vgpu_conf_loads_without_the_db_extra() -> None:
     code = _BLOCKER % (("oslo_db", "sqlalchemy", "alembic"),) + """
 import pci_vgpu.conf
-assert pci_vgpu.conf.database.list_opts() == []
+(group, opts), = pci_vgpu.conf.database.list_opts()
+assert [o.name for o in opts] == [
+    'connect_timeout', 'statement_timeout', 'lock_wait_timeout'], opts
 print('conf ok')
 """
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT,

@@ -79,11 +79,12 @@ def _type_name(col_type: sa.types.TypeEngine[ty.Any]) -> tuple[str, int | None]:
 
 
 def test_walk_up_and_down_one_revision_at_a_time(engine: sa.Engine) -> None:
+    full = {"compute_nodes", "pci_devices", "instances"}
     expected_tables = {"0001": {"compute_nodes", "pci_devices"},
                        "0002": {"compute_nodes", "pci_devices"},
-                       "0003": {"compute_nodes", "pci_devices", "instances"}}
+                       "0003": full, "0004": full}
     revs = migration.revisions()
-    assert revs == ["0001", "0002", "0003"]
+    assert revs == ["0001", "0002", "0003", "0004"]
     for rev in revs:
         migration.upgrade(engine, rev)
         assert migration.current(engine) == rev
@@ -91,9 +92,12 @@ def test_walk_up_and_down_one_revision_at_a_time(engine: sa.Engine) -> None:
         assert tables == expected_tables[rev]
     assert "device_key" in _columns(engine, "pci_devices")
     assert "generation" in _columns(engine, "compute_nodes")
+    assert "server_name" in _columns(engine, "instances")
     for rev in reversed(revs[:-1]):
         migration.downgrade(engine, rev)
         assert migration.current(engine) == rev
+        if rev == "0003":
+            assert "server_name" not in _columns(engine, "instances")
     assert "device_key" not in _columns(engine, "pci_devices")
     migration.downgrade(engine, "base")
     assert set(sa.inspect(engine).get_table_names()) <= {"alembic_version"}
@@ -187,7 +191,7 @@ def test_downgrade_refuses_to_drop_live_vgpus(engine: sa.Engine) -> None:
     with pytest.raises(db_exc.DowngradeBlocked, match="1 live pci_devices"):
         migration.downgrade(engine, "0001")
     # Refused before any DDL ran (MariaDB would not roll DDL back).
-    assert migration.current(engine) == "0003"
+    assert migration.current(engine) == "0004"
     assert "instances" in sa.inspect(engine).get_table_names()
     with engine.connect() as conn:
         assert conn.execute(sa.text(
