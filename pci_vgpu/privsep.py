@@ -20,8 +20,10 @@ from oslo_privsep import priv_context
 from pci_vgpu import exception
 
 #: The sysfs attribute files pci_vgpu may write (create/remove an mdev,
-#: type an NVIDIA vendor-VFIO VF).
-WRITABLE_ATTRIBUTES = frozenset({"create", "remove", "current_vgpu_type"})
+#: type an NVIDIA vendor-VFIO VF, enable SR-IOV VFs, move a function to
+#: vfio-pci and back: see pci_vgpu.sriov).
+WRITABLE_ATTRIBUTES = frozenset({"create", "remove", "current_vgpu_type", "sriov_numvfs",
+                                 "driver_override", "unbind", "drivers_probe"})
 
 sys_admin_pctxt = priv_context.PrivContext(
     "pci_vgpu",
@@ -33,8 +35,9 @@ sys_admin_pctxt = priv_context.PrivContext(
 
 class SysfsWriteRefused(exception.Invalid):
     msg_fmt = ("Refusing to write %(value)r to %(path)s: %(reason)s; only "
-               "absolute, normalised paths ending in create, remove or "
-               "current_vgpu_type may be written")
+               "absolute, normalised paths ending in create, remove, "
+               "current_vgpu_type, sriov_numvfs, driver_override, unbind or "
+               "drivers_probe may be written")
 
 
 def check_sysfs_write(path: str, value: str) -> None:
