@@ -44,7 +44,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                                    "through tools/kernel-lab; /sys/class/mdev_bus and "
                                    "%s=1 are missing here)" % GUEST_ENV)
     for item in items:
-        if "kernel" in item.keywords:
+        if item.get_closest_marker("kernel") is not None:
             item.add_marker(skip)
 
 
