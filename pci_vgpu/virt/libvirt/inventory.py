@@ -84,7 +84,7 @@ def _base(node: nodedev.PciNode) -> Device:
 def _type_attr(root: sysfs_mod.SysfsRoot, address: str, type_id: str,
                attr: str) -> str | None:
     try:
-        return root.read(root.pci_device(
+        return root.read(root.mdev_parent(
             address, "mdev_supported_types", type_id, attr))
     except Exception:  # an odd type id from libvirt must not sink inventory
         LOG.debug("Cannot read %(attr)s of type %(type)s on %(addr)s",
