@@ -161,12 +161,22 @@ class NodedevBackend:
                 found.append((dev, parsed))
         return found
 
+    def _parent_names(self) -> dict[str, str]:
+        """libvirt node-device name -> the parent's address or kernel name."""
+        names_ = {n.dev_id: n.address for n in self._pci_nodes()}
+        flags = libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_MDEV_TYPES
+        for dev in self.conn.listAllDevices(flags):
+            node = nodedev.parse(dev.XMLDesc(0))
+            if isinstance(node, nodedev.VirtualParentNode):
+                names_[node.dev_id] = node.name
+        return names_
+
     def _parent_dev_id(self, parent_addr: str) -> str | None:
         # The parent's node-device name is read from libvirt, never built
         # from the address (the naming scheme is libvirt's business).
-        for node in self._pci_nodes():
-            if node.address == parent_addr:
-                return node.dev_id
+        for dev_id, name in self._parent_names().items():
+            if name == parent_addr:
+                return dev_id
         return None
 
     def create(self, parent_addr: str, mdev_type: str, mdev_uuid: str) -> None:
@@ -175,13 +185,13 @@ class NodedevBackend:
         :raises: VgpuCreateFailed; a failed define destroys the started mdev
             (the message says so if that failed too).
         """
-        names.pci_address(parent_addr)
+        names.mdev_parent(parent_addr)
         names.mdev_type(mdev_type)
         mdev_uuid = names.mdev_uuid(mdev_uuid)
         parent = self._parent_dev_id(parent_addr)
         if parent is None:
             raise _create_failed(mdev_uuid, mdev_type, parent_addr,
-                                 "libvirt knows no PCI device at that address")
+                                 "libvirt knows no mdev parent by that address or name")
         defined = self._find(mdev_uuid)
         if defined is not None:
             # Defined but stopped (autostart failed after a reboot): start it.
@@ -228,7 +238,7 @@ class NodedevBackend:
 
     def list(self) -> list[Mdev]:
         """Every mdev libvirt reports, with its parent's address."""
-        addresses = {n.dev_id: n.address for n in self._pci_nodes()}
+        addresses = self._parent_names()
         return [Mdev(mdev_uuid=node.mdev_uuid, mdev_type=node.mdev_type,
                      parent_addr=addresses.get(node.parent_dev_id, node.parent_dev_id),
                      active=nodedev.is_active(dev))

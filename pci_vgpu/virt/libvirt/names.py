@@ -15,6 +15,8 @@ from pci_vgpu.virt import exception
 
 _ADDRESS_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$")
 _VF_TYPE_RE = re.compile(r"^[1-9][0-9]{0,5}$")
+#: A kernel device name of an mdev parent that is no PCI device (mtty).
+_PARENT_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 
 def mdev_type(value: object) -> str:
@@ -54,6 +56,20 @@ def pci_address(value: object) -> str:
             kind="PCI address", value=value,
             reason="expected lower-case hex dddd:bb:ss.f such as 0000:41:00.0")
     return value
+
+
+def mdev_parent(value: object) -> str:
+    """Return ``value`` if it names an mdev parent: a PCI address, or the
+    kernel device name of a parent that is none (``mtty``).
+
+    :raises: InvalidVgpuName naming both accepted forms.
+    """
+    if isinstance(value, str) and (_ADDRESS_RE.match(value) or _PARENT_NAME_RE.match(value)):
+        return value
+    raise exception.InvalidVgpuName(
+        kind="mdev parent", value=value,
+        reason="expected a PCI address such as 0000:41:00.0 or the name of a "
+               "parent in /sys/class/mdev_bus such as mtty")
 
 
 def vf_type_id(value: object) -> str:
