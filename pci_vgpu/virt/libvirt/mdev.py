@@ -191,7 +191,7 @@ class NodedevBackend:
         parent = self._parent_dev_id(parent_addr)
         if parent is None:
             raise _create_failed(mdev_uuid, mdev_type, parent_addr,
-                                 "libvirt knows no mdev parent by that address or name")
+                                 "libvirt knows no PCI device at that address nor an mdev parent by that name")
         defined = self._find(mdev_uuid)
         if defined is not None:
             # Defined but stopped (autostart failed after a reboot): start it.
