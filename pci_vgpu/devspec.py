@@ -18,8 +18,8 @@ vGPU additions:
   GPU (the pools count a type not offered as foreign and never hand it out),
   and dropping it from the report would let a claim over-commit the GPU.
 
-Nova's "PF address also matches its VFs" needs sysfs and is not done here; a
-VF matches by its own address.  ``devname`` matches the ``devname`` key of
+A spec giving a PF's exact address also admits its VFs (Nova's rule; the
+VF's ``parent_addr`` names its PF, so no sysfs look-up is needed).  ``devname`` matches the ``devname`` key of
 a device dict rather than resolving a netdev through sysfs.
 """
 
@@ -103,6 +103,10 @@ class AddressGlob:
         return all(want in (ANY, got)
                    for want, got in zip(self.fields, split_address(address)))
 
+    def is_exact(self) -> bool:
+        """True when the glob names one function (no field left to ``*``)."""
+        return ANY not in self.fields
+
 
 class AddressRegex:
     """Dict of regexes per field; a missing field matches anything."""
@@ -177,9 +181,18 @@ class PciDeviceSpec:
         if not address:
             return False
         try:
-            return self.address.match(address)
+            return self.address.match(address) or self._names_vfs_pf(dev)
         except exception.PciDeviceWrongAddressFormat:
             return False
+
+    def _names_vfs_pf(self, dev: ty.Mapping[str, ty.Any]) -> bool:
+        # Nova: a spec giving a PF's exact address admits its VFs too (it
+        # checks in sysfs that the address is a PF; a VF's parent_addr is
+        # its PF by definition).
+        parent = dev.get("parent_addr")
+        return bool(dev.get("dev_type") == "type-VF" and parent
+                    and isinstance(self.address, AddressGlob)
+                    and self.address.is_exact() and self.address.match(parent))
 
     def offered_vgpu_types(
             self, vgpu_types: dict[str, dict[str, ty.Any]]

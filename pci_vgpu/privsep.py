@@ -13,6 +13,7 @@ checks without the daemon.
 from __future__ import annotations
 
 import os
+import re
 
 from oslo_privsep import capabilities
 from oslo_privsep import priv_context
@@ -20,8 +21,20 @@ from oslo_privsep import priv_context
 from pci_vgpu import exception
 
 #: The sysfs attribute files pci_vgpu may write (create/remove an mdev,
-#: type an NVIDIA vendor-VFIO VF).
-WRITABLE_ATTRIBUTES = frozenset({"create", "remove", "current_vgpu_type"})
+#: type an NVIDIA vendor-VFIO VF, enable SR-IOV VFs, move a function to
+#: vfio-pci and back: see pci_vgpu.sriov).
+WRITABLE_ATTRIBUTES = frozenset({"create", "remove", "current_vgpu_type", "sriov_numvfs",
+                                 "driver_override", "unbind", "drivers_probe"})
+
+_PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]\n?$")
+#: Values allowed where a free value could do harm: a driver may only be
+#: overridden to vfio-pci or cleared, and only PCI functions are (un)bound.
+VALUE_RULES: dict[str, re.Pattern[str]] = {
+    "driver_override": re.compile(r"^(vfio-pci)?\n?$"),
+    "unbind": _PCI_ADDRESS,
+    "drivers_probe": _PCI_ADDRESS,
+    "sriov_numvfs": re.compile(r"^[0-9]{1,4}\n?$"),
+}
 
 sys_admin_pctxt = priv_context.PrivContext(
     "pci_vgpu",
@@ -33,8 +46,9 @@ sys_admin_pctxt = priv_context.PrivContext(
 
 class SysfsWriteRefused(exception.Invalid):
     msg_fmt = ("Refusing to write %(value)r to %(path)s: %(reason)s; only "
-               "absolute, normalised paths ending in create, remove or "
-               "current_vgpu_type may be written")
+               "absolute, normalised paths ending in create, remove, "
+               "current_vgpu_type, sriov_numvfs, driver_override, unbind or "
+               "drivers_probe may be written")
 
 
 def check_sysfs_write(path: str, value: str) -> None:
@@ -51,6 +65,11 @@ def check_sysfs_write(path: str, value: str) -> None:
     if "\n" in value.rstrip("\n") or len(value) > 64:
         raise SysfsWriteRefused(path=path, value=value,
                                 reason="the value is not one short line")
+    rule = VALUE_RULES.get(os.path.basename(path))
+    if rule is not None and not rule.match(value):
+        raise SysfsWriteRefused(path=path, value=value,
+                                reason="the value is not allowed for this attribute "
+                                       "(%s)" % rule.pattern)
 
 
 def write_sysfs_unprivileged(path: str, value: str) -> None:

@@ -64,6 +64,19 @@ class SysfsRoot:
         """Path of ``/sys/bus/pci/devices/<address>/<rest...>``."""
         return self.path("bus", "pci", "devices", address, *rest)
 
+    def mdev_parent(self, name: str, *rest: str) -> str:
+        """Path of ``/sys/class/mdev_bus/<name>/<rest...>``.
+
+        Every mdev parent registers there, named as the kernel names the
+        device: a GPU by its PCI address, a virtual parent (the kernel's
+        ``mtty``, ``mdpy``, ``mbochs`` samples) by its device name.
+        """
+        return self.path("class", "mdev_bus", name, *rest)
+
+    def mdev_parents(self) -> list[str]:
+        """Names of the registered mdev parents, sorted."""
+        return self.listdir(self.path("class", "mdev_bus"))
+
     def mdev_device(self, mdev_uuid: str, *rest: str) -> str:
         """Path of ``/sys/bus/mdev/devices/<uuid>/<rest...>``."""
         return self.path("bus", "mdev", "devices", mdev_uuid, *rest)

@@ -18,8 +18,25 @@ class VgpuCreateFailed(VirtDriverError):
                "GPU %(parent_addr)s: %(reason)s")
 
 
+class MdevUuidInUse(VgpuCreateFailed):
+    """The kernel said EEXIST: an mdev with that UUID exists already."""
+
+
+class MdevNoCapacity(VgpuCreateFailed):
+    """The kernel said ENOSPC or EUSERS: the parent has no room for it."""
+
+
+class MdevParentGone(VgpuCreateFailed):
+    """The parent or its type vanished (driver unloaded, GPU unplugged)."""
+
+
 class VgpuRemoveFailed(VirtDriverError):
     msg_fmt = "Could not remove vGPU %(mdev_uuid)s on GPU %(parent_addr)s: %(reason)s"
+
+
+class MdevRemoveFailed(VgpuRemoveFailed):
+    msg_fmt = ("Could not remove vGPU %(mdev_uuid)s of type %(vgpu_type)s on "
+               "GPU %(parent_addr)s: %(reason)s")
 
 
 class GuestSpawnFailed(VirtDriverError):

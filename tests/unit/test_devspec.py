@@ -164,3 +164,14 @@ def test_bad_device_spec_names_the_value(spec, exc, words):
     assert isinstance(err.value, exception.PciConfigInvalidSpec)
     for word in words:
         assert word in str(err.value)
+
+
+def test_pf_exact_address_admits_its_vfs_only():
+    wl = _wl({"address": "0000:81:00.0"})
+    assert wl.device_assignable(fake_vf)
+    assert wl.device_assignable(dict(fake_vf, address="0000:81:00.0", parent_addr=None,
+                                     dev_type="type-PF"))
+    assert not wl.device_assignable(dict(fake_vf, parent_addr="0000:82:00.0"))
+    # Only a VF's parent counts, and only for an exact PF address.
+    assert not wl.device_assignable(dict(fake_vf, dev_type="type-PCI"))
+    assert not _wl({"address": "0000:81:00.*"}).device_assignable(fake_vf)

@@ -1,4 +1,4 @@
-"""The privileged sysfs write: only pci_vgpu's three attributes, one line."""
+"""The privileged sysfs write: only pci_vgpu's attributes and values, one line."""
 
 from __future__ import annotations
 
@@ -37,3 +37,18 @@ def test_unprivileged_write_never_creates_a_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         privsep.write_sysfs_unprivileged(str(tmp_path / "remove"), "1")
     assert not os.path.exists(tmp_path / "remove")
+
+
+@pytest.mark.parametrize("attr,good,bad", [
+    ("driver_override", ["vfio-pci", "\n"], ["nvme", "e1000e", "1"]),
+    ("unbind", ["0000:01:00.1"], ["eth0", "../x"]),
+    ("drivers_probe", ["0000:01:00.1\n"], ["0000:01:00"]),
+    ("sriov_numvfs", ["0", "3"], ["-1", "x"]),
+])
+def test_sriov_and_binding_attributes_take_only_their_values(attr, good, bad):
+    path = "/sys/bus/pci/devices/0000:01:00.0/" + attr
+    for value in good:
+        privsep.check_sysfs_write(path, value)
+    for value in bad:
+        with pytest.raises(privsep.SysfsWriteRefused, match="not allowed"):
+            privsep.check_sysfs_write(path, value)

@@ -94,16 +94,11 @@ def _base(node: Parent) -> Device:
 
 def _type_attr(root: sysfs_mod.SysfsRoot, node: Parent, type_id: str,
                attr: str) -> str | None:
-    # Every parent, PCI or not, is in /sys/class/mdev_bus; PCI GPUs are
-    # read through their PCI path, which fake trees of older tests have.
-    if isinstance(node, nodedev.VirtualParentNode):
-        path = root.path("class", "mdev_bus", node.name, "mdev_supported_types", type_id, attr)
-        address = node.name
-    else:
-        address = node.address
-        path = root.pci_device(address, "mdev_supported_types", type_id, attr)
+    # Every parent, PCI or not, is in /sys/class/mdev_bus under its kernel name.
+    address = _base(node)["address"]
     try:
-        return root.read(path)
+        return root.read(root.mdev_parent(
+            address, "mdev_supported_types", type_id, attr))
     except Exception:  # an odd type id from libvirt must not sink inventory
         LOG.debug("Cannot read %(attr)s of type %(type)s on %(addr)s",
                   {"attr": attr, "type": type_id, "addr": address})

@@ -14,6 +14,7 @@ leave nothing behind when a step fails.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import typing as ty
@@ -57,8 +58,30 @@ def _create_failed(uuid_: str, type_: str, parent: str, reason: str) -> exceptio
                                       parent_addr=parent, reason=reason)
 
 
+#: Kernel errors of a ``create`` write, by errno: the typed error and what
+#: it means.  mtty and mbochs say ENOSPC when full, the mdev core EUSERS
+#: when a parent's instance count (mdpy) is used up.
+_CREATE_ERRORS: dict[int, tuple[type[exception.VgpuCreateFailed], str]] = {
+    errno.EEXIST: (exception.MdevUuidInUse, "an mdev with that UUID exists"),
+    errno.ENOSPC: (exception.MdevNoCapacity, "the parent has no room for it"),
+    errno.EUSERS: (exception.MdevNoCapacity, "the parent's instances are used up"),
+    errno.EINVAL: (exception.VgpuCreateFailed, "the driver rejected the UUID or type"),
+    errno.ENOENT: (exception.MdevParentGone, "the type vanished while it was written"),
+    errno.ENODEV: (exception.MdevParentGone, "the parent vanished while it was written"),
+}
+
+
+def _kernel_said(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    return "the kernel refused: %s (%s)" % (exc.strerror or exc, name)
+
+
 class SysfsBackend:
-    """Transient mdevs through ``<sysfs_root>/sys`` writes."""
+    """Transient mdevs through ``<sysfs_root>/sys`` writes.
+
+    Parents are found under ``/sys/class/mdev_bus`` by the name the kernel
+    gives them: a GPU's PCI address or a virtual parent's device name.
+    """
 
     name = "sysfs"
 
@@ -66,37 +89,63 @@ class SysfsBackend:
         self.root = root
 
     def create(self, parent_addr: str, mdev_type: str, mdev_uuid: str) -> None:
-        """:raises: VgpuCreateFailed (type not offered, kernel refusal)."""
-        names.pci_address(parent_addr)
+        """Write the UUID to the type's ``create``; nothing else is written.
+
+        :raises: MdevParentGone (no such parent or type, or it vanished),
+            MdevUuidInUse (EEXIST), MdevNoCapacity (ENOSPC, EUSERS),
+            VgpuCreateFailed (any other refusal), each naming the parent,
+            type and UUID; InvalidVgpuName / InvalidVgpuTypeName first.
+        """
+        names.mdev_parent(parent_addr)
         names.mdev_type(mdev_type)
         mdev_uuid = names.mdev_uuid(mdev_uuid)
-        type_dir = self.root.pci_device(parent_addr, "mdev_supported_types", mdev_type)
+        if not self.root.exists(self.root.mdev_parent(parent_addr)):
+            raise exception.MdevParentGone(
+                mdev_uuid=mdev_uuid, vgpu_type=mdev_type, parent_addr=parent_addr,
+                reason="no such mdev parent (known: %s)"
+                % (", ".join(self.root.mdev_parents()) or "none"))
+        types_dir = self.root.mdev_parent(parent_addr, "mdev_supported_types")
+        type_dir = os.path.join(types_dir, mdev_type)
         if not self.root.exists(type_dir):
-            offered = self.root.listdir(self.root.pci_device(
-                parent_addr, "mdev_supported_types"))
-            raise _create_failed(mdev_uuid, mdev_type, parent_addr,
-                                 "the GPU offers types: %s" % (", ".join(offered) or "none"))
+            raise exception.MdevParentGone(
+                mdev_uuid=mdev_uuid, vgpu_type=mdev_type, parent_addr=parent_addr,
+                reason="the parent offers types: %s"
+                % (", ".join(self.root.listdir(types_dir)) or "none"))
         try:
             self.root.write(os.path.join(type_dir, "create"), mdev_uuid)
         except OSError as exc:
-            raise _create_failed(mdev_uuid, mdev_type, parent_addr,
-                                 "the kernel refused: %s" % (exc.strerror or exc))
+            kind, meaning = _CREATE_ERRORS.get(
+                exc.errno or 0, (exception.VgpuCreateFailed, ""))
+            raise kind(mdev_uuid=mdev_uuid, vgpu_type=mdev_type, parent_addr=parent_addr,
+                       reason="%s%s" % (_kernel_said(exc), ": " + meaning if meaning else ""))
 
     def remove(self, mdev_uuid: str, parent_addr: str | None) -> None:
-        """:raises: VgpuRemoveFailed; an absent mdev is not an error."""
+        """Write ``1`` to the mdev's ``remove``.
+
+        An mdev that is absent, or vanishes before the write lands (its
+        parent's driver unloaded), is not an error: it is gone either way.
+
+        :raises: MdevRemoveFailed naming the mdev's parent and type as sysfs
+            shows them (EBUSY while a guest holds it).
+        """
         mdev_uuid = names.mdev_uuid(mdev_uuid)
-        remove = self.root.mdev_device(mdev_uuid, "remove")
-        if not self.root.exists(self.root.mdev_device(mdev_uuid)):
+        device = self.root.mdev_device(mdev_uuid)
+        if not self.root.exists(device):
             return
+        mdev_type = self.root.link_name(os.path.join(device, "mdev_type"))
+        parent = os.path.basename(os.path.dirname(os.path.realpath(device)))
         try:
-            self.root.write(remove, "1")
+            self.root.write(os.path.join(device, "remove"), "1")
         except OSError as exc:
-            raise exception.VgpuRemoveFailed(
-                mdev_uuid=mdev_uuid, parent_addr=parent_addr,
-                reason="the kernel refused: %s" % (exc.strerror or exc))
+            if exc.errno in (errno.ENOENT, errno.ENODEV) and not self.root.exists(device):
+                return
+            raise exception.MdevRemoveFailed(
+                mdev_uuid=mdev_uuid, vgpu_type=mdev_type or "(unknown)",
+                parent_addr=parent_addr or parent, reason=_kernel_said(exc))
 
     def list(self) -> list[Mdev]:
-        """Every mdev under ``/sys/bus/mdev/devices``."""
+        """Every mdev under ``/sys/bus/mdev/devices``; one that vanishes
+        while being read is left out."""
         found = []
         for entry in self.root.listdir(self.root.path("bus", "mdev", "devices")):
             device = self.root.mdev_device(entry)
@@ -190,8 +239,9 @@ class NodedevBackend:
         mdev_uuid = names.mdev_uuid(mdev_uuid)
         parent = self._parent_dev_id(parent_addr)
         if parent is None:
-            raise _create_failed(mdev_uuid, mdev_type, parent_addr,
-                                 "libvirt knows no PCI device at that address nor an mdev parent by that name")
+            raise _create_failed(
+                mdev_uuid, mdev_type, parent_addr,
+                "libvirt knows no PCI device at that address nor an mdev parent by that name")
         defined = self._find(mdev_uuid)
         if defined is not None:
             # Defined but stopped (autostart failed after a reboot): start it.

@@ -14,9 +14,8 @@ from pci_vgpu import request
 from pci_vgpu.virt import exception
 
 _ADDRESS_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$")
+_DEVICE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 _VF_TYPE_RE = re.compile(r"^[1-9][0-9]{0,5}$")
-#: A kernel device name of an mdev parent that is no PCI device (mtty).
-_PARENT_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 
 def mdev_type(value: object) -> str:
@@ -59,17 +58,20 @@ def pci_address(value: object) -> str:
 
 
 def mdev_parent(value: object) -> str:
-    """Return ``value`` if it names an mdev parent: a PCI address, or the
-    kernel device name of a parent that is none (``mtty``).
+    """Return ``value`` if it names an mdev parent as the kernel does.
+
+    A GPU is named by its PCI address; a virtual parent (``mtty``,
+    ``mbochs``) by its device name: lower-case letters, digits, ``_.:-``.
 
     :raises: InvalidVgpuName naming both accepted forms.
     """
-    if isinstance(value, str) and (_ADDRESS_RE.match(value) or _PARENT_NAME_RE.match(value)):
+    if isinstance(value, str) and (_ADDRESS_RE.match(value) or (
+            _DEVICE_NAME_RE.match(value) and ".." not in value)):
         return value
     raise exception.InvalidVgpuName(
         kind="mdev parent", value=value,
-        reason="expected a PCI address such as 0000:41:00.0 or the name of a "
-               "parent in /sys/class/mdev_bus such as mtty")
+        reason="expected a PCI address such as 0000:41:00.0 or a device "
+               "name such as mtty")
 
 
 def vf_type_id(value: object) -> str:

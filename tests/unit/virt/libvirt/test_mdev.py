@@ -23,7 +23,7 @@ def test_sysfs_create_list_remove(t4_sysfs):
     backend = mdev.SysfsBackend(t4_sysfs.root)
     backend.create(T4, "nvidia-222", UUID1.upper())
     assert t4_sysfs.writes == [(
-        "sys/bus/pci/devices/0000:41:00.0/mdev_supported_types/nvidia-222/create", UUID1)]
+        "sys/class/mdev_bus/0000:41:00.0/mdev_supported_types/nvidia-222/create", UUID1)]
     assert backend.list() == [mdev.Mdev(UUID1, "nvidia-222", T4)]
     assert (t4_sysfs.available(T4, "nvidia-222"), t4_sysfs.available(T4, "nvidia-223")) == (1, 0)
     backend.remove(UUID1, T4)
