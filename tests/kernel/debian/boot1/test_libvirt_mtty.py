@@ -76,9 +76,15 @@ def test_persistent_mdev_through_define_start_autostart(drv):
         (mdev_uuid, "mtty-1", lab.MTTY, True)]
 
     drv.release_vgpu(lab.AllocatedMdev(mdev_uuid, "mtty-1"))
-    with pytest.raises(libvirt.libvirtError) as gone:
-        drv.conn.nodeDeviceLookupByName(lab.mdev_node_name(mdev_uuid))
-    assert gone.value.get_error_code() == libvirt.VIR_ERR_NO_NODE_DEVICE
+
+    def gone():
+        try:
+            drv.conn.nodeDeviceLookupByName(lab.mdev_node_name(mdev_uuid))
+        except libvirt.libvirtError as exc:
+            return exc.get_error_code() == libvirt.VIR_ERR_NO_NODE_DEVICE
+        return False
+    # libvirtd forgets the node device when udev reports the removal.
+    lab.wait_for(gone, 30, "libvirt forgets mdev %s" % mdev_uuid)
     assert lab.sysfs_mdev_type(mdev_uuid) is None
     assert mdev_uuid not in lab.defined_uuids()
     assert drv.mdevs.list() == []
@@ -107,6 +113,10 @@ def test_a_create_the_kernel_refuses_leaves_nothing_defined(drv):
         for mdev_uuid in hand_made:
             with open("/sys/bus/mdev/devices/%s/remove" % mdev_uuid, "w") as remove:
                 remove.write("1")
+        # Until udev tells libvirtd, it still lists them (and fails to
+        # destroy them: "failed to access .../iommu_group").
+        lab.wait_for(lambda: not set(hand_made) & {m.mdev_uuid for m in drv.mdevs.list()},
+                     60, "libvirt forgets the hand-made mdevs")
 
 
 def test_an_unknown_type_is_refused_naming_it(drv):

@@ -20,6 +20,7 @@ import pytest
 from pci_vgpu import privsep
 from pci_vgpu import sriov
 from pci_vgpu import sysfs
+from pci_vgpu.objects import pci_device
 from pci_vgpu.virt import driver as virt_driver
 from pci_vgpu.virt import exception
 from pci_vgpu.virt.libvirt import hostdev
@@ -79,10 +80,13 @@ def test_a_managed_vf_moves_to_vfio_pci_for_the_guest_and_back(drv, guest):
         assert before != sriov.VFIO_PCI
         lab.wait_for(lambda: "pci_" + vf.replace(":", "_").replace(".", "_") in
                      {d.name() for d in drv.conn.listAllDevices(0)}, 60, "libvirt sees the VF")
-        dom = drv.conn.lookupByUUIDString(spec.uuid)
-        dom.attachDeviceFlags(hostdev.hostdev_xml(hostdev.pci(vf, managed=True)),
-                              libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        # The tracker's record of the VF, as a claim hands it to the driver.
+        [reported] = [d for d in drv.get_pci_passthrough_devices() if d["address"] == vf]
+        claimed = pci_device.PciDevice.create(None, reported)
+        drv.attach_devices(spec.uuid, [claimed])
         assert sriov.driver_of(root, vf) == sriov.VFIO_PCI
+        [plugged] = [h for h in _hostdevs(drv, spec) if h.kind == "pci"]
+        assert (plugged.address, plugged.managed) == (vf, True)
         drv.destroy(spec.uuid)  # libvirt gives a managed device back on stop
         lab.wait_for(lambda: sriov.driver_of(root, vf) == before, 30, "VF back on its driver")
     finally:

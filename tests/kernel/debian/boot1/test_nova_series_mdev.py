@@ -64,7 +64,7 @@ def test_patched_nova_creates_finds_restarts_and_deletes_an_mdev(steps):
     failed = {k: v["error"] for k, v in by_step.items() if "error" in v}
     assert failed == {}, failed
     assert by_step["capable"]["value"] == [
-        {"dev_id": lab.MTTY_NODE, "types": {"mtty-1": 24}}]
+        {"dev_id": lab.MTTY_NODE, "types": {"mtty-1": 24, "mtty-2": 12}}]
     assert by_step["names"]["value"] == [lab.mdev_node_name(mdev_uuid)]
     info = by_step["lookup_by_uuid"]["value"]
     assert (info["uuid"], info["parent"], info["type"], info["dev_id"]) == (
