@@ -74,12 +74,13 @@ def main(mdev_type, parent):
         step("delete", lambda: drv._delete_mdev(drv._mdev_nodedevs()[mdev_uuid]))
 
         def gone():
-            try:
-                drv._host.device_lookup_by_name(
-                    libvirt_utils.mdev_uuid2name(mdev_uuid) + "_" + parent.split("_")[0])
-            except libvirt.libvirtError as exc:
-                return exc.get_error_code() == libvirt.VIR_ERR_NO_NODE_DEVICE
-            return False
+            # libvirtd forgets the node device when udev reports the removal.
+            deadline = time.monotonic() + 30
+            while mdev_uuid in drv._mdev_nodedevs():
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.2)
+            return True
         step("gone", gone)
         step("left", lambda: sorted(drv._mdev_nodedevs()))
     result["mdev_uuid"] = mdev_uuid

@@ -13,6 +13,7 @@ boot.
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -73,9 +74,10 @@ def _reload_mtty():
 
     Its udev "add"/"change" events are what ``60-mdevctl.rules`` acts on.
     """
-    lab.guest_command("/usr/sbin/rmmod", "mtty")
-    lab.guest_command("/usr/sbin/insmod", "/var/lib/pci-vgpu-lab/modules/mtty.ko")
-    lab.guest_command("/usr/bin/udevadm", "settle", "-t", "30")
+    lab.reload_module("mtty")
+    lab.wait_for(lambda: os.path.isdir("/sys/class/mdev_bus/mtty"), 30, "mtty registered")
+    time.sleep(1)  # the uevents reach udevd's queue
+    lab.wait_for(lab.udev_settled, 60, "udev ran the events of mtty")
 
 
 def _stop_all(drv):
@@ -87,7 +89,6 @@ def test_3_without_the_workaround_a_parent_registration_starts_nothing():
     drv = lab.make_driver(lab.state_dir())
     _stop_all(drv)
     _reload_mtty()
-    lab.wait_for(lambda: os.path.isdir("/sys/class/mdev_bus/mtty"), 30, "mtty registered")
     assert [lab.sysfs_mdev_type(d.mdev_uuid) for d in _allocated()] == [None, None]
     drv.close()
 
