@@ -190,10 +190,29 @@ class NodedevBackend:
     def __init__(self, conn: ty.Any) -> None:
         self.conn = conn
 
+    def _parsed(self, flags: int) -> list[tuple[ty.Any, nodedev.Node]]:
+        """Listed devices with their parsed XML.
+
+        One removed between the listing and its ``XMLDesc`` (libvirtd drops
+        an mdev only when udev reports it gone: measured on libvirt 9.0)
+        raises VIR_ERR_NO_NODE_DEVICE and is skipped.
+        """
+        found = []
+        for dev in self.conn.listAllDevices(flags):
+            try:
+                xml = dev.XMLDesc(0)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_NODE_DEVICE:
+                    raise
+                continue
+            parsed = nodedev.parse(xml)
+            if parsed is not None:
+                found.append((dev, parsed))
+        return found
+
     def _pci_nodes(self) -> list[nodedev.PciNode]:
         flags = libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV
-        nodes = [nodedev.parse(d.XMLDesc(0)) for d in self.conn.listAllDevices(flags)]
-        return [n for n in nodes if isinstance(n, nodedev.PciNode)]
+        return [n for _, n in self._parsed(flags) if isinstance(n, nodedev.PciNode)]
 
     def _find(self, mdev_uuid: str) -> ty.Any | None:
         for dev, node in self._mdev_nodes():
@@ -203,19 +222,14 @@ class NodedevBackend:
 
     def _mdev_nodes(self) -> list[tuple[ty.Any, nodedev.MdevNode]]:
         flags = libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_MDEV
-        found = []
-        for dev in self.conn.listAllDevices(flags):
-            parsed = nodedev.parse(dev.XMLDesc(0))
-            if isinstance(parsed, nodedev.MdevNode):
-                found.append((dev, parsed))
-        return found
+        return [(dev, node) for dev, node in self._parsed(flags)
+                if isinstance(node, nodedev.MdevNode)]
 
     def _parent_names(self) -> dict[str, str]:
         """libvirt node-device name -> the parent's address or kernel name."""
         names_ = {n.dev_id: n.address for n in self._pci_nodes()}
         flags = libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_MDEV_TYPES
-        for dev in self.conn.listAllDevices(flags):
-            node = nodedev.parse(dev.XMLDesc(0))
+        for _, node in self._parsed(flags):
             if isinstance(node, nodedev.VirtualParentNode):
                 names_[node.dev_id] = node.name
         return names_
