@@ -15,6 +15,7 @@ import pytest
 
 from pci_vgpu import capacity
 from pci_vgpu import mdev_parents
+from pci_vgpu import sysfs
 from pci_vgpu.virt import exception
 from pci_vgpu.virt.libvirt import mdev
 from tests.fixtures import sysfs as fake_sysfs
@@ -116,3 +117,15 @@ def test_fake_full_errno_is_configurable(tree):
     backend.create("mdpy", "mdpy-vga", UUID1)
     with pytest.raises(exception.MdevNoCapacity, match="EUSERS"):
         backend.create("mdpy", "mdpy-vga", UUID2)
+
+
+def test_parent_vanishing_between_check_and_write_is_parent_gone(tree):
+    def unload_then_write(path, value):
+        tree.unregister_parent("mtty")  # the driver unloads meanwhile
+        tree.write(path, value)
+
+    backend = mdev.SysfsBackend(sysfs.SysfsRoot(tree.base, writer=unload_then_write))
+    with pytest.raises(exception.MdevParentGone,
+                       match="%s of type mtty-1 on GPU mtty.*ENOENT.*vanished" % UUID1):
+        backend.create("mtty", "mtty-1", UUID1)
+    assert tree.mdevs() == {}

@@ -46,3 +46,15 @@ def test_write_goes_through_the_writer(tmp_path):
 
 def test_production_writer_is_the_privsep_entrypoint():
     assert sysfs._default_writer() is privsep.write_sysfs
+
+
+def test_mdev_parents_live_in_the_mdev_bus_class(tmp_path):
+    root = sysfs.SysfsRoot(str(tmp_path))
+    assert root.mdev_parents() == []
+    assert root.mdev_parent("mtty", "mdev_supported_types") == os.path.join(
+        str(tmp_path), "sys", "class", "mdev_bus", "mtty", "mdev_supported_types")
+    os.makedirs(os.path.join(str(tmp_path), "sys", "class", "mdev_bus", "0000:41:00.0"))
+    os.makedirs(os.path.join(str(tmp_path), "sys", "class", "mdev_bus", "mtty"))
+    assert root.mdev_parents() == ["0000:41:00.0", "mtty"]
+    with pytest.raises(sysfs.SysfsPathInvalid):
+        root.mdev_parent("..")
