@@ -239,16 +239,16 @@ def build(nodes: ty.Sequence[nodedev.Node],
             dev = filtered
         devices.append(dev)
         reported.add(node.dev_id)
-    for node in sorted(virtuals.values(), key=lambda n: n.name):
-        dev = _base(node)
-        dev.update(_mdev_parent_fields(node, existing[node.dev_id], root, memory))
+    for virtual in sorted(virtuals.values(), key=lambda n: n.name):
+        dev = _base(virtual)
+        dev.update(_mdev_parent_fields(virtual, existing[virtual.dev_id], root, memory))
         if dev_filter is not None:
             filtered = dev_filter.filter_device(dev)
             if filtered is None:
                 continue
             dev = filtered
         devices.append(dev)
-        reported.add(node.dev_id)
+        reported.add(virtual.dev_id)
     parents: dict[str, Parent] = {**pcis, **virtuals}
     for mdev in sorted(mdevs, key=lambda m: m.mdev_uuid):
         if mdev.parent_dev_id in reported:

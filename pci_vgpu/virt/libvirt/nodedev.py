@@ -171,10 +171,8 @@ def parse(xml: str) -> Node | None:
     # libvirt 9.0 nests the types of a non-PCI parent one level deeper:
     # <capability type='mdev_types'><capability type='mdev_types'><type>.
     outer = root.find("capability[@type='mdev_types']")
-    types = ()
     if outer is not None:
         types = _mdev_types(outer) or _mdev_types(root)
-    if outer is not None:
         path = (root.findtext("path") or "").rstrip("/")
         return VirtualParentNode(dev_id=name, name=path.rpartition("/")[2] or name,
                                  mdev_types=types)
