@@ -76,7 +76,7 @@ def view(device: ty.Any) -> DeviceView:
     if _field(device, "dev_type") == MDEV:
         return DeviceView(
             kind=MDEV, address=None,
-            parent_addr=names.pci_address(_field(device, "parent_addr")),
+            parent_addr=names.mdev_parent(_field(device, "parent_addr")),
             mdev_uuid=names.mdev_uuid(_field(device, "mdev_uuid")),
             vgpu_type=names.mdev_type(vgpu_type), managed=False)
     address = names.pci_address(_field(device, "address"))

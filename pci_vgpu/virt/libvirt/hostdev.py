@@ -80,6 +80,12 @@ def domain_xml(guest: driver.GuestSpec, devices: ty.Sequence[Hostdev],
     os_elem = etree.SubElement(dom, "os")
     etree.SubElement(os_elem, "type", arch="x86_64").text = "hvm"
     etree.SubElement(dom, "on_poweroff").text = "destroy"
+    if virt_type != "test":
+        # Without ACPI QEMU's i440fx root bus refuses every hot-plug
+        # ("Bus 'pci.0' does not support hotplugging", measured on QEMU 7.2).
+        features = etree.SubElement(dom, "features")
+        etree.SubElement(features, "acpi")
+        etree.SubElement(features, "apic")
     devs = etree.SubElement(dom, "devices")
     if virt_type != "test":
         etree.SubElement(devs, "graphics", type="vnc", listen="127.0.0.1")

@@ -26,8 +26,10 @@ LOG = logging.getLogger(__name__)
 _FRAMEBUFFER_RE = re.compile(r"framebuffer=(\d+)M")
 _NAME_SIZE_RE = re.compile(r"-(\d+)[A-Z]+$")
 
+# MDEV_TYPES adds the parents that are no PCI device (mtty).
 LIST_FLAGS = (libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV
-              | libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_MDEV)
+              | libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_MDEV
+              | libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_MDEV_TYPES)
 
 Device = dict[str, ty.Any]
 
@@ -38,7 +40,7 @@ class DeviceFilter(ty.Protocol):
     def filter_device(self, dev: dict[str, ty.Any]) -> dict[str, ty.Any] | None: ...
 
 
-def read_nodes(conn: ty.Any) -> list[nodedev.PciNode | nodedev.MdevNode]:
+def read_nodes(conn: ty.Any) -> list[nodedev.Node]:
     """List PCI devices and mdevs; skip those that vanish meanwhile.
 
     A device removed between ``listAllDevices`` and the lookup (hot-unplug,
@@ -47,7 +49,7 @@ def read_nodes(conn: ty.Any) -> list[nodedev.PciNode | nodedev.MdevNode]:
     defined but stopped mdev is no device yet (init_host starts the ones
     allocated devices need) and is skipped too.
     """
-    nodes: list[nodedev.PciNode | nodedev.MdevNode] = []
+    nodes: list[nodedev.Node] = []
     for name in sorted(dev.name() for dev in conn.listAllDevices(LIST_FLAGS)):
         try:
             dev = conn.nodeDeviceLookupByName(name)
@@ -70,7 +72,16 @@ def read_nodes(conn: ty.Any) -> list[nodedev.PciNode | nodedev.MdevNode]:
     return nodes
 
 
-def _base(node: nodedev.PciNode) -> Device:
+Parent = ty.Union[nodedev.PciNode, nodedev.VirtualParentNode]
+
+
+def _base(node: Parent) -> Device:
+    if isinstance(node, nodedev.VirtualParentNode):
+        # Named, not addressed: no vendor, product, NUMA node or IOMMU group.
+        return {"dev_id": node.dev_id, "address": node.name, "vendor_id": None,
+                "product_id": None, "numa_node": None, "label": None,
+                "dev_type": "type-PCI", "parent_addr": None, "iommu_group": None,
+                "virtual_parent": True}
     return {
         "dev_id": node.dev_id, "address": node.address,
         "vendor_id": node.vendor_id, "product_id": node.product_id,
@@ -81,8 +92,10 @@ def _base(node: nodedev.PciNode) -> Device:
     }
 
 
-def _type_attr(root: sysfs_mod.SysfsRoot, address: str, type_id: str,
+def _type_attr(root: sysfs_mod.SysfsRoot, node: Parent, type_id: str,
                attr: str) -> str | None:
+    # Every parent, PCI or not, is in /sys/class/mdev_bus under its kernel name.
+    address = _base(node)["address"]
     try:
         return root.read(root.mdev_parent(
             address, "mdev_supported_types", type_id, attr))
@@ -92,28 +105,30 @@ def _type_attr(root: sysfs_mod.SysfsRoot, address: str, type_id: str,
         return None
 
 
-def _mdev_parent_fields(node: nodedev.PciNode, existing: ty.Mapping[str, int],
+def _mdev_parent_fields(node: Parent, existing: ty.Mapping[str, int],
                         root: sysfs_mod.SysfsRoot,
                         memory: sharing.MaxMemory) -> Device:
     available = {t.type_id: t.available for t in node.mdev_types}
-    sharing_rule = sharing.decide_sharing(node.vendor_id, available, existing)
+    vendor_id = getattr(node, "vendor_id", "")
+    address = _base(node)["address"]
+    sharing_rule = sharing.decide_sharing(vendor_id, available, existing)
     types: dict[str, dict[str, ty.Any]] = {}
     for mtype in node.mdev_types:
-        description = _type_attr(root, node.address, mtype.type_id, "description")
-        name = mtype.name or _type_attr(root, node.address, mtype.type_id, "name")
+        description = _type_attr(root, node, mtype.type_id, "description")
+        name = mtype.name or _type_attr(root, node, mtype.type_id, "name")
         types[mtype.type_id] = {
             "name": name or mtype.type_id,
             "description": description or "",
             "device_api": mtype.device_api,
             "available": mtype.available,
             "max": sharing.max_instances(
-                node.vendor_id, node.address, mtype.type_id, available=mtype.available,
+                vendor_id, address, mtype.type_id, available=mtype.available,
                 existing_same=existing.get(mtype.type_id, 0), description=description,
                 memory=memory),
             "identifier": None,
         }
     if sharing_rule == sharing.ONE_TYPE:
-        _scale_locked_out(node.address, types, existing, memory)
+        _scale_locked_out(address, types, existing, memory)
     for type_id in [t for t, e in types.items() if e["max"] < 1]:
         _log_unknown_max(node, type_id, existing)
         del types[type_id]
@@ -154,7 +169,7 @@ def _scale_locked_out(address: str, types: dict[str, dict[str, ty.Any]],
             entry["max"] = memory.remember(address, type_id, total_mib // size)
 
 
-def _log_unknown_max(node: nodedev.PciNode, type_id: str,
+def _log_unknown_max(node: Parent, type_id: str,
                      existing: ty.Mapping[str, int]) -> None:
     """Say why a type is not offered: nothing tells its maximum right now.
 
@@ -169,23 +184,23 @@ def _log_unknown_max(node: nodedev.PciNode, type_id: str,
     LOG.info("GPU %(gpu)s: not offering vGPU type %(type)s while %(holders)s hold the GPU "
              "(its maximum is unknown: no max_instance or framebuffer size in its "
              "description or name); it is offered again once the GPU is empty",
-             {"gpu": node.address, "type": type_id,
+             {"gpu": _base(node)["address"], "type": type_id,
               "holders": ", ".join(holders) or "other vGPUs"})
 
 
-def _mdev_dict(mdev: nodedev.MdevNode, parent: nodedev.PciNode,
+def _mdev_dict(mdev: nodedev.MdevNode, parent: Parent,
                owners: ty.Mapping[str, str]) -> Device:
     dev = _base(parent)
     dev.update({
         "dev_id": mdev.dev_id, "address": None, "dev_type": "mdev",
-        "parent_addr": parent.address, "iommu_group": mdev.iommu_group,
+        "parent_addr": _base(parent)["address"], "iommu_group": mdev.iommu_group,
         "mdev_uuid": mdev.mdev_uuid, "mdev_type": mdev.mdev_type,
         "instance_uuid": owners.get(mdev.mdev_uuid),
     })
     return dev
 
 
-def build(nodes: ty.Sequence[nodedev.PciNode | nodedev.MdevNode],
+def build(nodes: ty.Sequence[nodedev.Node],
           root: sysfs_mod.SysfsRoot, memory: sharing.MaxMemory,
           owners: ty.Mapping[str, str],
           dev_filter: DeviceFilter | None) -> list[Device]:
@@ -197,6 +212,7 @@ def build(nodes: ty.Sequence[nodedev.PciNode | nodedev.MdevNode],
     out with a warning (:mod:`pci_vgpu.virt.report`).
     """
     pcis = {n.dev_id: n for n in nodes if isinstance(n, nodedev.PciNode)}
+    virtuals = {n.dev_id: n for n in nodes if isinstance(n, nodedev.VirtualParentNode)}
     mdevs = [n for n in nodes if isinstance(n, nodedev.MdevNode)]
     existing: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for mdev in mdevs:
@@ -223,10 +239,21 @@ def build(nodes: ty.Sequence[nodedev.PciNode | nodedev.MdevNode],
             dev = filtered
         devices.append(dev)
         reported.add(node.dev_id)
+    for virtual in sorted(virtuals.values(), key=lambda n: n.name):
+        dev = _base(virtual)
+        dev.update(_mdev_parent_fields(virtual, existing[virtual.dev_id], root, memory))
+        if dev_filter is not None:
+            filtered = dev_filter.filter_device(dev)
+            if filtered is None:
+                continue
+            dev = filtered
+        devices.append(dev)
+        reported.add(virtual.dev_id)
+    parents: dict[str, Parent] = {**pcis, **virtuals}
     for mdev in sorted(mdevs, key=lambda m: m.mdev_uuid):
         if mdev.parent_dev_id in reported:
-            devices.append(_mdev_dict(mdev, pcis[mdev.parent_dev_id], owners))
-        elif mdev.parent_dev_id not in pcis:
+            devices.append(_mdev_dict(mdev, parents[mdev.parent_dev_id], owners))
+        elif mdev.parent_dev_id not in parents:
             LOG.warning("mdev %(uuid)s (type %(type)s) names parent %(parent)s, which libvirt "
                         "does not report; not using it", {"uuid": mdev.mdev_uuid,
                                                           "type": mdev.mdev_type,

@@ -190,10 +190,29 @@ class NodedevBackend:
     def __init__(self, conn: ty.Any) -> None:
         self.conn = conn
 
+    def _parsed(self, flags: int) -> list[tuple[ty.Any, nodedev.Node]]:
+        """Listed devices with their parsed XML.
+
+        One removed between the listing and its ``XMLDesc`` (libvirtd drops
+        an mdev only when udev reports it gone: measured on libvirt 9.0)
+        raises VIR_ERR_NO_NODE_DEVICE and is skipped.
+        """
+        found = []
+        for dev in self.conn.listAllDevices(flags):
+            try:
+                xml = dev.XMLDesc(0)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_NODE_DEVICE:
+                    raise
+                continue
+            parsed = nodedev.parse(xml)
+            if parsed is not None:
+                found.append((dev, parsed))
+        return found
+
     def _pci_nodes(self) -> list[nodedev.PciNode]:
         flags = libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV
-        nodes = [nodedev.parse(d.XMLDesc(0)) for d in self.conn.listAllDevices(flags)]
-        return [n for n in nodes if isinstance(n, nodedev.PciNode)]
+        return [n for _, n in self._parsed(flags) if isinstance(n, nodedev.PciNode)]
 
     def _find(self, mdev_uuid: str) -> ty.Any | None:
         for dev, node in self._mdev_nodes():
@@ -203,19 +222,24 @@ class NodedevBackend:
 
     def _mdev_nodes(self) -> list[tuple[ty.Any, nodedev.MdevNode]]:
         flags = libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_MDEV
-        found = []
-        for dev in self.conn.listAllDevices(flags):
-            parsed = nodedev.parse(dev.XMLDesc(0))
-            if isinstance(parsed, nodedev.MdevNode):
-                found.append((dev, parsed))
-        return found
+        return [(dev, node) for dev, node in self._parsed(flags)
+                if isinstance(node, nodedev.MdevNode)]
+
+    def _parent_names(self) -> dict[str, str]:
+        """libvirt node-device name -> the parent's address or kernel name."""
+        names_ = {n.dev_id: n.address for n in self._pci_nodes()}
+        flags = libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_MDEV_TYPES
+        for _, node in self._parsed(flags):
+            if isinstance(node, nodedev.VirtualParentNode):
+                names_[node.dev_id] = node.name
+        return names_
 
     def _parent_dev_id(self, parent_addr: str) -> str | None:
         # The parent's node-device name is read from libvirt, never built
         # from the address (the naming scheme is libvirt's business).
-        for node in self._pci_nodes():
-            if node.address == parent_addr:
-                return node.dev_id
+        for dev_id, name in self._parent_names().items():
+            if name == parent_addr:
+                return dev_id
         return None
 
     def create(self, parent_addr: str, mdev_type: str, mdev_uuid: str) -> None:
@@ -224,13 +248,14 @@ class NodedevBackend:
         :raises: VgpuCreateFailed; a failed define destroys the started mdev
             (the message says so if that failed too).
         """
-        names.pci_address(parent_addr)
+        names.mdev_parent(parent_addr)
         names.mdev_type(mdev_type)
         mdev_uuid = names.mdev_uuid(mdev_uuid)
         parent = self._parent_dev_id(parent_addr)
         if parent is None:
-            raise _create_failed(mdev_uuid, mdev_type, parent_addr,
-                                 "libvirt knows no PCI device at that address")
+            raise _create_failed(
+                mdev_uuid, mdev_type, parent_addr,
+                "libvirt knows no PCI device at that address nor an mdev parent by that name")
         defined = self._find(mdev_uuid)
         if defined is not None:
             # Defined but stopped (autostart failed after a reboot): start it.
@@ -277,7 +302,7 @@ class NodedevBackend:
 
     def list(self) -> list[Mdev]:
         """Every mdev libvirt reports, with its parent's address."""
-        addresses = {n.dev_id: n.address for n in self._pci_nodes()}
+        addresses = self._parent_names()
         return [Mdev(mdev_uuid=node.mdev_uuid, mdev_type=node.mdev_type,
                      parent_addr=addresses.get(node.parent_dev_id, node.parent_dev_id),
                      active=nodedev.is_active(dev))

@@ -45,6 +45,23 @@ class PciNode:
 
 
 @dataclasses.dataclass(frozen=True)
+class VirtualParentNode:
+    """An mdev parent that is no PCI device: the kernel's sample ``mtty``.
+
+    libvirt lists mdev types on such a device as a top-level capability
+    (``mtty_mtty``, no ``pci`` capability); Nova's ``_is_virtual_mdev``
+    names it by that node-device name.  pci_vgpu names it as the kernel
+    does, by its entry in ``/sys/class/mdev_bus`` (``mtty``), read from the
+    XML's ``<path>``; it has no PCI address, vendor or NUMA node.
+    """
+
+    dev_id: str
+    #: The parent's kernel device name, as in /sys/class/mdev_bus/<name>.
+    name: str
+    mdev_types: tuple[MdevType, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class MdevNode:
     """A mediated device node."""
 
@@ -138,7 +155,10 @@ def is_active(dev: ty.Any) -> bool:
         return True
 
 
-def parse(xml: str) -> PciNode | MdevNode | None:
+Node = ty.Union[PciNode, VirtualParentNode, MdevNode]
+
+
+def parse(xml: str) -> Node | None:
     """Parse one node device's ``XMLDesc``; None for other device kinds."""
     root = etree.fromstring(xml.encode("utf-8"))
     name = root.findtext("name") or ""
@@ -148,4 +168,12 @@ def parse(xml: str) -> PciNode | MdevNode | None:
     mdev = root.find("capability[@type='mdev']")
     if mdev is not None:
         return _parse_mdev(name, root.findtext("parent") or "", mdev)
+    # libvirt 9.0 nests the types of a non-PCI parent one level deeper:
+    # <capability type='mdev_types'><capability type='mdev_types'><type>.
+    outer = root.find("capability[@type='mdev_types']")
+    if outer is not None:
+        types = _mdev_types(outer) or _mdev_types(root)
+        path = (root.findtext("path") or "").rstrip("/")
+        return VirtualParentNode(dev_id=name, name=path.rpartition("/")[2] or name,
+                                 mdev_types=types)
     return None

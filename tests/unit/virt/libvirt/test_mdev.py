@@ -8,6 +8,7 @@ import pytest
 from pci_vgpu import exception as pci_exception
 from pci_vgpu.virt import exception
 from pci_vgpu.virt.libvirt import mdev
+from pci_vgpu.virt.libvirt import testkernel
 from pci_vgpu.virt.libvirt import testseam
 from tests.unit.virt.libvirt.conftest import T4, UUID1, UUID2, golden, open_host
 
@@ -117,3 +118,36 @@ def test_nodedev_unknown_parent():
     backend = mdev.NodedevBackend(open_host("two-socket-t4-v100"))
     with pytest.raises(exception.VgpuCreateFailed, match="no PCI device at that address"):
         backend.create("0000:99:00.0", "nvidia-223", UUID1)
+
+
+class _Vanished:
+    """A node device libvirtd listed and then dropped (udev saw it go)."""
+
+    def XMLDesc(self, flags):
+        raise testkernel.libvirt_error(libvirt.VIR_ERR_NO_NODE_DEVICE,
+                                       "Node device not found: no node device with "
+                                       "matching name 'mdev_x'")
+
+
+class _ListsAVanishedDevice:
+    """The connection, with one vanished device in every listing."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def listAllDevices(self, flags):
+        return [_Vanished()] + list(self.conn.listAllDevices(flags))
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+def test_nodedev_skips_a_device_that_vanishes_while_listed():
+    # Seen on libvirtd 9.0 in the Debian kernel-lab guest right after
+    # mdevs were removed through sysfs.
+    conn = open_host("two-socket-t4-v100")
+    mdev.NodedevBackend(conn).create(T4, "nvidia-223", UUID1)
+    backend = mdev.NodedevBackend(_ListsAVanishedDevice(conn))
+    assert backend.list() == [mdev.Mdev(UUID1, "nvidia-223", T4)]
+    backend.remove(UUID1, T4)
+    assert backend.list() == []
