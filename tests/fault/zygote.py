@@ -38,11 +38,10 @@ def _preload() -> ty.Any:
     return app
 
 
-def _child(app: ty.Any, request: dict[str, ty.Any]) -> None:
-    """Become the command; never returns."""
+def _child(app: ty.Any, request: dict[str, ty.Any], fd: int) -> None:
+    """Become the command, writing to ``fd``; never returns."""
     rc = 70
     try:
-        fd = os.open(request["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.environ.update(request.get("env") or {})
@@ -66,9 +65,13 @@ def main() -> int:
     for line in sys.stdin:
         request = json.loads(line)
         if "run" in request:
+            # The output file exists before the child does: a kill that
+            # lands before the command starts still leaves one to read.
+            fd = os.open(request["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             pid = os.fork()
             if pid == 0:
-                _child(app, request)
+                _child(app, request, fd)
+            os.close(fd)
             answer: dict[str, int] = {"pid": pid}
         else:
             answer = {"status": _status(os.waitpid(int(request["wait"]), 0)[1])}
