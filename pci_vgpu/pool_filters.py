@@ -15,6 +15,7 @@ capacity).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import typing as ty
 
@@ -67,19 +68,39 @@ class RequestView:
             raise pool_errors.InvalidPciRequest(
                 request_id=rid, field="numa_policy", value=policy,
                 reason="allowed: %s" % ", ".join(NUMA_POLICIES))
-        specs = list(_get(request, "spec") or [{}])
-        types = frozenset().union(
-            *(vgpu_types.vgpu_types_of(s) for s in specs))
-        matchable = [{k: (v.lower() if isinstance(v, str) else v)
-                      for k, v in s.items() if k not in IGNORED_SPEC_KEYS}
-                     for s in specs]
-        ids = [(s["vendor_id"], s["product_id"]) for s in matchable
-               if s.get("vendor_id") and s.get("product_id")]
-        all_ids = len(ids) == len(matchable)
-        only = all_ids and all(set(s) <= {"vendor_id", "product_id"}
-                               for s in matchable)
-        return cls(rid, count, matchable, types, policy,
-                   ids if all_ids else None, only)
+        specs = _get(request, "spec") or [{}]
+        try:
+            key = tuple(tuple(s.items()) for s in specs)
+            parsed = _parse_specs(key)
+        except TypeError:  # a value that is not hashable: parse it anyway
+            parsed = _parse_specs.__wrapped__(
+                tuple(tuple(s.items()) for s in specs))
+        matchable, types, ids, only = parsed
+        return cls(rid, count, matchable, types, policy, ids, only)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_specs(specs: tuple[tuple[tuple[str, ty.Any], ...], ...]
+                 ) -> tuple[list[dict[str, ty.Any]], frozenset[str],
+                            list[tuple[str, str]] | None, bool]:
+    """What :meth:`RequestView.of` reads of the specs, parsed once per
+    distinct spec list (a scheduler asks the same flavor's specs of every
+    host; the JSON of ``vgpu_types`` was the costly part).  The results
+    are shared, so the filters only read them.
+
+    :raises: InvalidVgpuTypesSpec (not cached).
+    """
+    dicts = [dict(s) for s in specs]
+    types = frozenset().union(*(vgpu_types.vgpu_types_of(s) for s in dicts))
+    matchable = [{k: (v.lower() if isinstance(v, str) else v)
+                  for k, v in s.items() if k not in IGNORED_SPEC_KEYS}
+                 for s in dicts]
+    ids = [(s["vendor_id"], s["product_id"]) for s in matchable
+           if s.get("vendor_id") and s.get("product_id")]
+    all_ids = len(ids) == len(matchable)
+    only = all_ids and all(set(s) <= {"vendor_id", "product_id"}
+                           for s in matchable)
+    return matchable, types, ids if all_ids else None, only
 
 
 @dataclasses.dataclass
@@ -96,6 +117,8 @@ class Context:
     counts: dict[pool.Pool, int] = dataclasses.field(default_factory=dict)
     #: The pools were looked up by (vendor_id, product_id, kind) already.
     indexed: bool = False
+    #: ... and, for a vGPU request, by the requested type names.
+    typed: bool = False
 
     def count(self, p: pool.Pool) -> int:
         n = self.counts.get(p)  # pools hash by identity
@@ -141,7 +164,7 @@ _MISSING = object()
 
 def _vgpu_type(ctx: Context, p: pool.Pool) -> bool:
     return not p.is_vgpu or bool(
-        ty.cast(pool.VgpuPool, p).names & ctx.request.vgpu_types)
+        p.names & ctx.request.vgpu_types)  # type: ignore[attr-defined]
 
 
 def _unrequested_pf(ctx: Context, p: pool.Pool) -> bool:
@@ -150,16 +173,16 @@ def _unrequested_pf(ctx: Context, p: pool.Pool) -> bool:
     return any(s.get("dev_type") == "type-pf" for s in ctx.request.specs)
 
 
+# ``p.is_vgpu`` guards the VgpuPool attributes below (no ty.cast: these
+# run for every candidate of every request).
 def _whole_gpu(ctx: Context, p: pool.Pool) -> bool:
     return not p.is_vgpu or not capacity.vgpus_blocked(
-        ty.cast(pool.VgpuPool, p).gpu)
+        p.gpu)  # type: ignore[attr-defined]
 
 
 def _type_lock(ctx: Context, p: pool.Pool) -> bool:
-    if not p.is_vgpu:
-        return True
-    vp = ty.cast(pool.VgpuPool, p)
-    return capacity.locking_type(vp.gpu, vp.vgpu_type) is None
+    return not p.is_vgpu or capacity.locking_type(
+        p.gpu, p.vgpu_type) is None  # type: ignore[attr-defined]
 
 
 def _capacity(ctx: Context, p: pool.Pool) -> bool:
@@ -231,9 +254,10 @@ PIPELINE: list[tuple[str, ty.Callable[[Context, list[pool.Pool]],
     ("vendor_id/product_id/tags do not match the request spec",
      _keep(_spec, skip=lambda ctx: ctx.indexed and ctx.request.ids_only)),
     ("vGPU type not among the requested vgpu_types",
-     _keep(_vgpu_type, vgpu_only=True)),
+     _keep(_vgpu_type, vgpu_only=True, skip=lambda ctx: ctx.typed)),
+    # vGPU pools are never PFs, and a vGPU request sees no other pool here.
     ("PF not requested (dev_type type-PF not in the spec)",
-     _keep(_unrequested_pf)),
+     _keep(_unrequested_pf, skip=lambda ctx: bool(ctx.request.vgpu_types))),
     ("parent GPU is given whole to a guest",
      _keep(_whole_gpu, vgpu_only=True)),
     ("vGPU type locked by another type on this one-type GPU",
