@@ -200,11 +200,16 @@ class DeviceBook:
             self._apply(new, +1)
             self._contrib[key] = new
         self._refresh(key)
-        if old is not None and old.gpu and old.gpu != key:
-            self._refresh(old.gpu)
         parent = old.parent if old is not None else None
         parent = parent or (pd.attr(dev, "parent_addr") if dev else None)
-        self._refresh(parent)
+        # Each refresh derives one device from the counters alone, so the
+        # order does not matter and a device is refreshed once (an mdev's
+        # GPU is both its parent and its GPU).
+        if old is not None and old.gpu and old.gpu != key and \
+                old.gpu != parent:
+            self._refresh(old.gpu)
+        if parent != key:
+            self._refresh(parent)
         for child in self._children.get(key, ()):
             if child in self._pool_of:
                 self._refresh(child)
