@@ -198,7 +198,7 @@ def realistic_host(gpus: int, types: int, vfs: bool) -> Host:
         specs.append((vf, dict(vf)))
     return Host("%d GPU x %d type%s%s" % (gpus, types, "s"[:types > 1],
                                           " + VFs" if vfs else ""),
-                ours, nova, specs, k=500, k_compute=200,
+                ours, nova, specs, k=500, k_compute=20,
                 realistic=(gpus, types, vfs))
 
 

@@ -27,9 +27,12 @@ LOG = logging.getLogger(__name__)
 _UNSET = object()
 
 
-@dataclasses.dataclass(frozen=True)
-class Contribution:
-    """What one device adds to the counters; undone exactly on change."""
+class Contribution(ty.NamedTuple):
+    """What one device adds to the counters; undone exactly on change.
+
+    A named tuple (immutable like the frozen dataclass it was, built in a
+    fraction of the time: one is built per device change).
+    """
 
     key: str
     parent: str | None

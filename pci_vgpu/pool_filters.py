@@ -189,22 +189,46 @@ def _capacity(ctx: Context, p: pool.Pool) -> bool:
     return ctx.count(p) > 0
 
 
+class Flags(ty.NamedTuple):
+    """What decides that a step keeps every pool of a request."""
+
+    #: Pools were looked up by (vendor_id, product_id, kind).
+    indexed: bool
+    #: ... and by the requested vGPU type names.
+    typed: bool
+    #: The specs name only vendor_id and product_id.
+    ids_only: bool
+    #: A vGPU request.
+    vgpu: bool
+
+
+def _flags(ctx: Context) -> Flags:
+    return Flags(ctx.indexed, ctx.typed, ctx.request.ids_only,
+                 bool(ctx.request.vgpu_types))
+
+
 def _keep(pred: ty.Callable[[Context, pool.Pool], bool],
           vgpu_only: bool = False,
-          skip: ty.Callable[[Context], bool] | None = None
+          skip: ty.Callable[[Flags], bool] | None = None
           ) -> ty.Callable[[Context, list[pool.Pool]], list[pool.Pool]]:
     """A pool-by-pool filter from a predicate.
 
     ``vgpu_only`` predicates keep every whole-device pool, so they are
     skipped for whole-device requests (those see no vGPU pool past the
     kind filter); ``skip`` says when the pools are known to pass already.
+    Both are read off :class:`Flags` (``keeps_all``), so :func:`run`
+    decides once per kind of request which steps to skip.
     """
+    def keeps_all(flags: Flags) -> bool:
+        return (vgpu_only and not flags.vgpu) or (
+            skip is not None and skip(flags))
+
     def run_pred(ctx: Context, pools: list[pool.Pool]) -> list[pool.Pool]:
-        if (vgpu_only and not ctx.request.vgpu_types) or \
-                (skip is not None and skip(ctx)):
+        if keeps_all(_flags(ctx)):
             return pools
         return [p for p in pools if pred(ctx, p)]
     run_pred.__doc__ = pred.__doc__
+    run_pred.keeps_all = keeps_all  # type: ignore[attr-defined]
     return run_pred
 
 
@@ -250,14 +274,14 @@ PIPELINE: list[tuple[str, ty.Callable[[Context, list[pool.Pool]],
                                       list[pool.Pool]]]] = [
     ("vGPU request vs whole-device pool (a request with vgpu_types uses "
      "only vGPU pools, one without only whole devices)",
-     _keep(_kind, skip=lambda ctx: ctx.indexed)),
+     _keep(_kind, skip=lambda f: f.indexed)),
     ("vendor_id/product_id/tags do not match the request spec",
-     _keep(_spec, skip=lambda ctx: ctx.indexed and ctx.request.ids_only)),
+     _keep(_spec, skip=lambda f: f.indexed and f.ids_only)),
     ("vGPU type not among the requested vgpu_types",
-     _keep(_vgpu_type, vgpu_only=True, skip=lambda ctx: ctx.typed)),
+     _keep(_vgpu_type, vgpu_only=True, skip=lambda f: f.typed)),
     # vGPU pools are never PFs, and a vGPU request sees no other pool here.
     ("PF not requested (dev_type type-PF not in the spec)",
-     _keep(_unrequested_pf, skip=lambda ctx: bool(ctx.request.vgpu_types))),
+     _keep(_unrequested_pf, skip=lambda f: f.vgpu)),
     ("parent GPU is given whole to a guest",
      _keep(_whole_gpu, vgpu_only=True)),
     ("vGPU type locked by another type on this one-type GPU",
@@ -270,7 +294,10 @@ PIPELINE: list[tuple[str, ty.Callable[[Context, list[pool.Pool]],
 def run(ctx: Context, pools: list[pool.Pool]) -> list[pool.Pool] | None:
     """Pools that together can serve the request, or None if they can't."""
     last = len(PIPELINE) - 1
+    skipped = _skipped(ctx)
     for step, (reason, fn) in enumerate(PIPELINE):
+        if step in skipped:
+            continue  # would keep every pool
         kept = fn(ctx, pools)
         dropped = len(pools) - len(kept)
         if dropped:
@@ -282,6 +309,26 @@ def run(ctx: Context, pools: list[pool.Pool]) -> list[pool.Pool] | None:
                 effective_count(pools, ctx) < ctx.request.count:
             return None
     return pools
+
+
+def _skipped(ctx: Context) -> frozenset[int]:
+    """Steps of :data:`PIPELINE` that keep every pool for this request.
+
+    They depend on :class:`Flags` only, so the answer is memoised per flag
+    set instead of asked of each step on every call (the pipeline runs for
+    every request on every host).
+    """
+    flags = _flags(ctx)
+    found = _SKIPPED.get(flags)
+    if found is None:
+        found = _SKIPPED[flags] = frozenset(
+            step for step, (_, fn) in enumerate(PIPELINE)
+            if getattr(fn, "keeps_all", None) is not None
+            and fn.keeps_all(flags))  # type: ignore[attr-defined]
+    return found
+
+
+_SKIPPED: dict[Flags, frozenset[int]] = {}
 
 
 @dataclasses.dataclass

@@ -290,20 +290,22 @@ class PciDeviceStats:
         return key
 
     def _fulfil(self, view: pf.RequestView, numa_cells: ty.Any,
-                take: Taker, out: list[ty.Any], dry: bool = False) -> bool:
+                take: Taker, out: list[ty.Any], dry: bool = False,
+                candidates: list[pool.Pool] | None = None) -> bool:
         """Serve one request, one pool at a time; False if impossible.
 
         ``dry``: only say whether it could be served, and take nothing when
         that needs no take: one unit, which any pool the filters kept
         gives (they keep pools only while their counts add up to the
-        request).  ``support_requests`` serves its last request so: nothing
-        after it reads what it would take.
+        request).  ``support_requests`` serves so each request whose take
+        no later request could see (:meth:`_dry_flags`).
         """
         indexed = view.ids is not None
         ctx = pf.Context(view, numa_cells, self.numa_topology,
                          indexed=indexed,
                          typed=indexed and bool(view.vgpu_types))
-        pools = pf.run(ctx, self._candidates(view))
+        pools = pf.run(ctx, self._candidates(view) if candidates is None
+                       else candidates)
         if pools is None:
             return False
         if dry and view.count == 1:
@@ -368,29 +370,44 @@ class PciDeviceStats:
         :raises: InvalidPciRequest for a malformed request.
         """
         views = [pf.RequestView.of(r) for r in requests]
+        candidates = [self._candidates(v) for v in views]
+        dry = self._dry_flags(candidates)
         if self._scheduler_side:
             journal = _Journal()
+            take = self._take_counts(journal)
             try:
-                return self._apply_views(views, numa_cells, journal,
-                                         dry=True)
+                return all(self._fulfil(v, numa_cells, take, [], d, c)
+                           for v, d, c in zip(views, dry, candidates))
             finally:
                 journal.rollback()
         picked: list[ty.Any] = []
-        last = len(views) - 1
         try:
             return all(self._fulfil(v, numa_cells, self._taker.take, picked,
-                                    dry=i == last)
-                       for i, v in enumerate(views))
+                                    d, c)
+                       for v, d, c in zip(views, dry, candidates))
         finally:
             self.undo_consume(picked)
 
+    @staticmethod
+    def _dry_flags(candidates: list[list[pool.Pool]]) -> list[bool]:
+        """Per request: True when no later request's candidate pools share
+        anything with its own (:meth:`pool.Pool.footprint`), so what it
+        would take cannot change a later answer and a yes/no suffices.
+        Always True for the last request."""
+        flags = [True] * len(candidates)
+        if len(candidates) < 2:
+            return flags
+        later: set[ty.Any] = set()
+        for i in range(len(candidates) - 1, -1, -1):
+            mine = set().union(*(p.footprint() for p in candidates[i]))
+            flags[i] = later.isdisjoint(mine)
+            later |= mine
+        return flags
+
     def _apply_views(self, views: list[pf.RequestView], numa_cells: ty.Any,
-                     journal: _Journal | None, dry: bool = False) -> bool:
-        """Apply the views in order; ``dry``: the last one need not take."""
+                     journal: _Journal | None) -> bool:
         take = self._take_counts(journal)
-        last = len(views) - 1
-        return all(self._fulfil(v, numa_cells, take, [], dry and i == last)
-                   for i, v in enumerate(views))
+        return all(self._fulfil(v, numa_cells, take, []) for v in views)
 
     def apply_requests(self, requests: ty.Iterable[ty.Any],
                        numa_cells: ty.Any = None) -> None:
