@@ -194,12 +194,22 @@ class DeviceBook:
 
     def recount(self, key: str) -> None:
         """Re-derive everything that depends on device ``key``."""
-        old = self._contrib.pop(key, None)
-        if old is not None:
-            self._apply(old, -1)
+        old = self._contrib.get(key)
         dev = self.devs.get(key)
-        if dev is not None:
-            new = self._contribution(key, dev)
+        new = self._contribution(key, dev) if dev is not None else None
+        if new is not None and new == old:
+            # Same counters (a held device being claimed, say): what its
+            # relatives derive from them cannot change; only the device
+            # itself (its status) and, through is_busy, its children.
+            self._refresh(key)
+            for child in self._children.get(key, ()):
+                if child in self._pool_of:
+                    self._refresh(child)
+            return
+        if old is not None:
+            del self._contrib[key]
+            self._apply(old, -1)
+        if new is not None:
             self._apply(new, +1)
             self._contrib[key] = new
         self._refresh(key)

@@ -140,3 +140,18 @@ class _LazyDevice(pci_device.PciDevice):
 def test_attr_still_lets_an_object_load_a_field() -> None:
     dev = _LazyDevice()
     assert pd.attr(dev, "compute_node_id") == 7
+
+
+def test_random_uuid_is_a_fresh_version_4_uuid() -> None:
+    import uuid
+
+    seen = set()
+    for _ in range(2000):
+        text = pool_take.random_uuid()
+        value = uuid.UUID(text)
+        assert str(value) == text
+        assert value.version == 4 and value.variant == uuid.RFC_4122
+        seen.add(text)
+    assert len(seen) == 2000
+    # every variant nibble appears (the two random bits are not stuck)
+    assert {t[19] for t in seen} == set("89ab")
