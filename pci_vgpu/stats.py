@@ -40,6 +40,9 @@ from pci_vgpu import pool_filters as pf
 from pci_vgpu import pool_take
 
 LOG = logging.getLogger(__name__)
+#: The filter pipeline's logger: while it logs debug, every dry run goes
+#: through the whole pipeline so that each "Dropped" line is written.
+LOG_FILTERS = pf.LOG
 
 #: Devspec tags that never become pool keys (Nova's ignored_pool_tags).
 IGNORED_POOL_TAGS = frozenset(("resource_class", "traits", "rp_uuids",
@@ -304,8 +307,12 @@ class PciDeviceStats:
         ctx = pf.Context(view, numa_cells, self.numa_topology,
                          indexed=indexed,
                          typed=indexed and bool(view.vgpu_types))
-        pools = pf.run(ctx, self._candidates(view) if candidates is None
-                       else candidates)
+        if candidates is None:
+            candidates = self._candidates(view)
+        if dry and view.count == 1 and not numa_cells and \
+                not LOG_FILTERS.isEnabledFor(logging.DEBUG):
+            return pf.any_unit(ctx, candidates)
+        pools = pf.run(ctx, candidates)
         if pools is None:
             return False
         if dry and view.count == 1:
@@ -371,7 +378,11 @@ class PciDeviceStats:
         """
         views = [pf.RequestView.of(r) for r in requests]
         candidates = [self._candidates(v) for v in views]
-        dry = self._dry_flags(candidates)
+        dry = [d and v.count == 1
+               for d, v in zip(self._dry_flags(candidates), views)]
+        if self._scheduler_side and all(dry):  # nothing taken, no journal
+            return all(self._fulfil(v, numa_cells, _no_take, [], True, c)
+                       for v, c in zip(views, candidates))
         if self._scheduler_side:
             journal = _Journal()
             take = self._take_counts(journal)
@@ -535,6 +546,11 @@ def _budget(gpu: capacity.GpuState) -> tuple[ty.Any, ...]:
     """What a GPU's inventory says of its sharing (not of its use)."""
     return (gpu.sharing, gpu.max_instances, gpu.resources, gpu.capacity,
             gpu.sizes)
+
+
+def _no_take(p: pool.Pool, n: int, view: pf.RequestView,
+             out: list[ty.Any]) -> None:
+    raise AssertionError("a dry run of one unit takes nothing")
 
 
 def _live_count(p: pool.Pool) -> int:

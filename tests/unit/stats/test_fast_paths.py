@@ -8,6 +8,7 @@ later change to either side that makes them disagree fails.
 from __future__ import annotations
 
 import fractions
+import logging
 import typing as ty
 
 import hypothesis
@@ -17,8 +18,10 @@ from oslo_utils import uuidutils
 from pci_vgpu import capacity
 from pci_vgpu import pool_devices as pd
 from pci_vgpu import pool_take
+from pci_vgpu import stats
 from pci_vgpu.objects import pci_device
 from tests.fixtures import inventory as inv
+from tests.unit.stats import test_properties
 
 TYPES = ("a", "b", "c")
 
@@ -155,3 +158,35 @@ def test_random_uuid_is_a_fresh_version_4_uuid() -> None:
     assert len(seen) == 2000
     # every variant nibble appears (the two random bits are not stuck)
     assert {t[19] for t in seen} == set("89ab")
+
+
+@hypothesis.settings(max_examples=80, deadline=None)
+@hypothesis.given(dicts=test_properties.inventories(),
+                  ops=test_properties.operations(),
+                  policy=st.sampled_from(["pack", "spread"]))
+def test_dry_answers_equal_the_full_pipeline(
+        dicts: list[dict[str, ty.Any]],
+        ops: list[tuple[str, ty.Any, ty.Any]], policy: str) -> None:
+    """support_requests stops at the first usable pool only while the
+    filters' debug log is off; with it on, every request runs the whole
+    pipeline and writes its "Dropped" lines.  Both give the same answer,
+    on both sides, in every state a random claim/free sequence reaches."""
+    host = test_properties.Host(dicts, policy)
+    logger = logging.getLogger("pci_vgpu.pool_filters")
+    for op, arg, cells in ops:
+        if op == "free":
+            host.free(arg)
+            continue
+        sched = stats.PciDeviceStats(numa_topology=test_properties.TOPOLOGY,
+                                     stats=host.s.to_device_pools_obj())
+        fast = (host.s.support_requests(arg, cells),
+                sched.support_requests(arg, cells))
+        old = logger.level
+        logger.setLevel(logging.DEBUG)
+        try:
+            full = (host.s.support_requests(arg, cells),
+                    sched.support_requests(arg, cells))
+        finally:
+            logger.setLevel(old)
+        assert fast == full
+        host.consume(arg, cells)
