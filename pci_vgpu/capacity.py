@@ -419,9 +419,16 @@ def fill_level(state: GpuState) -> float | fractions.Fraction:
     Placement sorts candidates by it on every request, and building a
     ``Fraction`` per candidate was most of that sort.
     """
-    taken = used(state)
+    if len(state.capacity) == 1:  # the common case: used() inlined
+        c, sizes, u = state.capacity[0], state.sizes, 0
+        for type_id, count in state.existing.items():
+            if count:
+                u += count * sizes[type_id][0]
+        if 0 <= u <= c < _EXACT_FLOAT_CAPACITY:
+            return u / c
+        return occupied(state)
     fill = 0.0
-    for u, c in zip(taken, state.capacity):
+    for u, c in zip(used(state), state.capacity):
         if c >= _EXACT_FLOAT_CAPACITY or u > c or u < 0:
             return occupied(state)
         if u / c > fill:

@@ -240,6 +240,9 @@ def _keep(pred: ty.Callable[[Context, pool.Pool], bool],
     run_pred.__doc__ = pred.__doc__
     run_pred.keeps_all = keeps_all  # type: ignore[attr-defined]
     run_pred.pred = pred  # type: ignore[attr-defined]
+    #: The filter without the keeps_all test, for run(), which asked it.
+    run_pred.apply = lambda ctx, pools: [  # type: ignore[attr-defined]
+        p for p in pools if pred(ctx, p)]
     return run_pred
 
 
@@ -309,7 +312,7 @@ def run(ctx: Context, pools: list[pool.Pool]) -> list[pool.Pool] | None:
     for step, (reason, fn) in enumerate(PIPELINE):
         if step in skipped:
             continue  # would keep every pool
-        kept = fn(ctx, pools)
+        kept = getattr(fn, "apply", fn)(ctx, pools)
         dropped = len(pools) - len(kept)
         if dropped:
             LOG.debug("Dropped %(n)d pool(s): %(reason)s",
