@@ -342,6 +342,15 @@ def any_unit(ctx: Context, pools: list[pool.Pool]) -> bool:
     return any(all(pred(ctx, p) for pred in preds) for p in pools)
 
 
+def usable(ctx: Context, pools: list[pool.Pool]) -> list[pool.Pool]:
+    """For one unit without guest NUMA cells (see :func:`any_unit`): the
+    pools that pass every step, in one pass and without the "Dropped"
+    lines -- the pools :func:`run` keeps, when it keeps any."""
+    assert ctx.request.count == 1 and not ctx.numa_cells
+    preds = _predicates(ctx)
+    return [p for p in pools if all(pred(ctx, p) for pred in preds)]
+
+
 def _predicates(ctx: Context) -> list[ty.Callable[[Context, pool.Pool],
                                                   bool]]:
     """The per-pool predicates of the steps :func:`run` does not skip."""

@@ -309,9 +309,17 @@ class PciDeviceStats:
                          typed=indexed and bool(view.vgpu_types))
         if candidates is None:
             candidates = self._candidates(view)
-        if dry and view.count == 1 and not numa_cells and \
+        if view.count == 1 and not numa_cells and \
                 not LOG_FILTERS.isEnabledFor(logging.DEBUG):
-            return pf.any_unit(ctx, candidates)
+            # One unit, no guest cells: one pass (pf.any_unit, pf.usable).
+            if dry:
+                return pf.any_unit(ctx, candidates)
+            live = pf.usable(ctx, candidates)
+            if not live:
+                return False
+            take(live[0] if len(live) == 1 else
+                 min(live, key=self._order(ctx, ctx.count)), 1, view, out)
+            return True
         pools = pf.run(ctx, candidates)
         if pools is None:
             return False

@@ -17,6 +17,7 @@ from oslo_utils import uuidutils
 
 from pci_vgpu import capacity
 from pci_vgpu import pool_devices as pd
+from pci_vgpu import pool_errors
 from pci_vgpu import pool_take
 from pci_vgpu import stats
 from pci_vgpu.objects import pci_device
@@ -189,4 +190,24 @@ def test_dry_answers_equal_the_full_pipeline(
         finally:
             logger.setLevel(old)
         assert fast == full
+        # consume_requests too: the same devices with the full pipeline
+        logger.setLevel(logging.DEBUG)
+        try:
+            full_picks = _picks(host.s, arg, cells)
+        finally:
+            logger.setLevel(old)
+        assert _picks(host.s, arg, cells) == full_picks
         host.consume(arg, cells)
+
+
+def _picks(s: stats.PciDeviceStats, reqs: ty.Any, cells: ty.Any
+           ) -> list[tuple[ty.Any, ...]] | None:
+    """What consume_requests would pick (then given back)."""
+    try:
+        got = s.consume_requests(reqs, cells)
+    except pool_errors.PciDeviceRequestFailed:
+        return None
+    picked = [(d.address, d.parent_addr, d.dev_type, d.request_id,
+               d.extra_info.get("vgpu_type")) for d in got]
+    s.undo_consume(got)
+    return picked
