@@ -296,8 +296,8 @@ class DeviceBook:
         contrib = self._contrib.get(key)
         if contrib is not None and contrib.in_use and contrib.gpu == key:
             return capacity.WHOLE_BLOCKED  # an NVIDIA VF used as a vGPU
-        if self.is_busy(key) or parent_busy:
-            return capacity.WHOLE_USED
+        if status in pd.IN_USE or key in self.held or parent_busy:
+            return capacity.WHOLE_USED  # busy (is_busy, status read once)
         gpu = self.gpus[key]
         if self._busy_children.get(key, 0) > capacity.total_in_use(gpu):
             return capacity.WHOLE_BLOCKED  # a VF of this GPU is in use

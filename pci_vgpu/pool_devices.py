@@ -40,11 +40,11 @@ def attr(dev: ty.Any, name: str, default: ty.Any = None) -> ty.Any:
     it); catching the error of an unset field is much cheaper than asking
     ``obj_attr_is_set``.
     """
-    if isinstance(dev, dict):
-        return dev.get(name, default)
     value = getattr(dev, "_obj_" + name, _UNSET)  # stored_name, inlined
     if value is not _UNSET:
         return value
+    if isinstance(dev, dict):  # (a dict has no such attribute)
+        return dev.get(name, default)
     if _never_loads(type(dev), name):
         return default  # what the getter's NotImplementedError means
     try:

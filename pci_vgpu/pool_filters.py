@@ -80,7 +80,8 @@ class RequestView:
                 reason="allowed: %s" % ", ".join(NUMA_POLICIES))
         specs = _read(request, "spec") or [{}]
         try:
-            key = tuple(tuple(s.items()) for s in specs)
+            key = ((tuple(specs[0].items()),) if len(specs) == 1
+                   else tuple(tuple(s.items()) for s in specs))
             parsed = _parse_specs(key)
         except TypeError:  # a value that is not hashable: parse it anyway
             parsed = _parse_specs.__wrapped__(

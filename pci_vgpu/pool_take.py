@@ -143,8 +143,7 @@ def _prevalidated(cls: ty.Any, values: dict[str, ty.Any]) -> ty.Any:
     ``obj_what_changed()``) to ``cls(**values)``.
     """
     dev = cls()
-    for name, value in values.items():
-        setattr(dev, pd.stored_name(name), value)
+    vars(dev).update({pd.stored_name(n): v for n, v in values.items()})
     dev._changed_fields.update(values)
     return dev
 
