@@ -355,7 +355,8 @@ def usable(ctx: Context, pools: list[pool.Pool]) -> list[pool.Pool]:
 def _predicates(ctx: Context) -> list[ty.Callable[[Context, pool.Pool],
                                                   bool]]:
     """The per-pool predicates of the steps :func:`run` does not skip."""
-    flags = _flags(ctx)
+    flags = (ctx.indexed, ctx.typed, ctx.request.ids_only,
+             bool(ctx.request.vgpu_types))  # equal to (hashes as) Flags
     found = _PREDICATES.get(flags)
     if found is None:
         skipped = _skipped(ctx)
@@ -365,7 +366,7 @@ def _predicates(ctx: Context) -> list[ty.Callable[[Context, pool.Pool],
     return found
 
 
-_PREDICATES: dict[Flags, list[ty.Callable[[Context, pool.Pool], bool]]] = {}
+_PREDICATES: dict[tuple[bool, ...], list[ty.Callable[[Context, pool.Pool], bool]]] = {}
 
 
 def _skipped(ctx: Context) -> frozenset[int]:
@@ -375,9 +376,11 @@ def _skipped(ctx: Context) -> frozenset[int]:
     set instead of asked of each step on every call (the pipeline runs for
     every request on every host).
     """
-    flags = _flags(ctx)
+    flags = (ctx.indexed, ctx.typed, ctx.request.ids_only,
+             bool(ctx.request.vgpu_types))  # equal to (hashes as) Flags
     found = _SKIPPED.get(flags)
     if found is None:
+        flags = Flags(*flags)
         found = _SKIPPED[flags] = frozenset(
             step for step, (_, fn) in enumerate(PIPELINE)
             if getattr(fn, "keeps_all", None) is not None
@@ -385,7 +388,7 @@ def _skipped(ctx: Context) -> frozenset[int]:
     return found
 
 
-_SKIPPED: dict[Flags, frozenset[int]] = {}
+_SKIPPED: dict[tuple[bool, ...], frozenset[int]] = {}
 
 
 @dataclasses.dataclass

@@ -67,15 +67,16 @@ class DeviceTaker:
         # Built from already valid values rather than through create():
         # the same fields create() would set from this dict, at a fraction
         # of the cost (see _prevalidated).
+        mdev_uuid, record_uuid = random_uuids(2)
         fields: dict[str, ty.Any] = dict(
             dev_type=pd.MDEV, address=None, parent_addr=pd.ident(gpu),
             vendor_id=pd.attr(gpu, "vendor_id"),
             product_id=pd.attr(gpu, "product_id"),
             numa_node=pd.attr(gpu, "numa_node"),
             label=pd.attr(gpu, "label"),
-            mdev_uuid=random_uuid(),
+            mdev_uuid=mdev_uuid,
             extra_info={"vgpu_type": vgpu_type},
-            status=pd.AVAILABLE, uuid=random_uuid(),
+            status=pd.AVAILABLE, uuid=record_uuid,
             request_id=request_id)
         node = pd.attr(gpu, "compute_node_id")
         if node is not None:
@@ -155,7 +156,16 @@ def random_uuid() -> str:
     bytes directly rather than through ``uuid.UUID`` (two per new mdev:
     they were a fifth of a claim).
     """
-    h = os.urandom(16).hex()
-    return "%s-%s-4%s-%s%s-%s" % (h[:8], h[8:12], h[13:16],
-                                  "89ab"[int(h[16], 16) & 3], h[17:20],
-                                  h[20:])
+    return random_uuids(1)[0]
+
+
+def random_uuids(n: int) -> list[str]:
+    """``n`` :func:`random_uuid` strings from one read of random bytes."""
+    raw = os.urandom(16 * n).hex()
+    out = []
+    for i in range(0, 32 * n, 32):
+        h = raw[i:i + 32]
+        out.append("%s-%s-4%s-%s%s-%s" % (
+            h[:8], h[8:12], h[13:16], "89ab"[int(h[16], 16) & 3], h[17:20],
+            h[20:]))
+    return out
