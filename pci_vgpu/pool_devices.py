@@ -10,9 +10,8 @@ strings (JSON for non-strings) as Nova stores them.
 from __future__ import annotations
 
 import json
+import sys
 import typing as ty
-
-from oslo_versionedobjects import base as ovo_base
 
 from pci_vgpu import capacity
 from pci_vgpu import pool_errors
@@ -60,8 +59,12 @@ def _never_loads(cls: type, name: str) -> bool:
     than the rest of a read).  Memoised per class."""
     found = _BASE_LOADER.get(cls)
     if found is None:
+        # Not imported here: the CLI's light paths never load
+        # oslo.versionedobjects, and a versioned object implies it is loaded.
+        ovo_base = sys.modules.get("oslo_versionedobjects.base")
         loader = getattr(cls, "obj_load_attr", None)
-        found = _BASE_LOADER[cls] = loader is not None and \
+        found = _BASE_LOADER[cls] = ovo_base is not None and \
+            loader is not None and \
             loader is ovo_base.VersionedObject.obj_load_attr
     return found and name in getattr(cls, "fields", ())
 

@@ -361,7 +361,7 @@ def _predicates(ctx: Context) -> list[ty.Callable[[Context, pool.Pool],
     if found is None:
         skipped = _skipped(ctx)
         found = _PREDICATES[flags] = [
-            fn.pred for step, (_, fn) in enumerate(PIPELINE)  # type: ignore
+            fn.pred for step, (_, fn) in enumerate(PIPELINE)
             if step not in skipped and hasattr(fn, "pred")]
     return found
 
