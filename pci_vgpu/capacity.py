@@ -267,10 +267,11 @@ def locking_type(state: GpuState, type_id: str) -> str | None:
     """The other type that keeps ``type_id`` off a one-type GPU, if any."""
     if state.sharing != ONE_TYPE:
         return None
-    for other, count in sorted(state.existing.items()):
-        if count and other != type_id:
-            return other
-    return None
+    found = None
+    for other, count in state.existing.items():  # smallest name, no sort
+        if count and other != type_id and (found is None or other < found):
+            found = other
+    return found
 
 
 def vgpus_blocked(state: GpuState) -> bool:
@@ -293,9 +294,23 @@ def creatable(state: GpuState, type_id: str) -> int:
 
 def free_instances(state: GpuState, type_id: str) -> int:
     """vGPUs of ``type_id`` the GPU can hand out now: spare + creatable."""
-    if type_id not in state.max_instances or vgpus_blocked(state):
+    # spare() + creatable(), inlined: this is the count of every vGPU pool,
+    # read for each candidate of each request (tests pin the two equal).
+    maximum = state.max_instances.get(type_id)
+    if maximum is None or state.whole == WHOLE_USED:
         return 0
-    return spare(state, type_id) + creatable(state, type_id)
+    existing = state.existing.get(type_id, 0)
+    free = existing - state.in_use.get(type_id, 0)
+    if free < 0:
+        free = 0
+    if state.foreign:
+        return free
+    if state.sharing == ONE_TYPE:
+        for other, count in state.existing.items():
+            if count and other != type_id:
+                return free  # locked by another type
+        return free + max(0, maximum - existing)
+    return free + max(0, min(room(state, type_id), maximum - existing))
 
 
 def whole_assignable(state: GpuState) -> bool:
@@ -378,16 +393,47 @@ def validate_policy(policy: str) -> str:
     return policy
 
 
-def placement_key(state: GpuState,
-                  policy: str) -> tuple[fractions.Fraction, str]:
+def placement_key(state: GpuState, policy: str
+                  ) -> tuple[float | fractions.Fraction, str]:
     """Sort key putting the preferred GPU first for ``policy``.
 
     ``pack`` fills the fullest GPU first (XenServer depth_first), ``spread``
     uses the emptiest first (breadth_first); the address breaks ties so the
     order is deterministic for the same state.
     """
-    fill = occupied(state)
+    fill = fill_level(state)
     return (-fill if policy == PACK else fill, state.address)
+
+
+#: Capacities below this compare exactly as floats (see :func:`fill_level`).
+_EXACT_FLOAT_CAPACITY = 1 << 26
+
+
+def fill_level(state: GpuState) -> float | fractions.Fraction:
+    """:func:`occupied` in a form that is cheap to compare.
+
+    A float where that orders GPUs exactly as the fraction does: for
+    integers ``0 <= u <= c < 2**26`` two different fractions ``u/c`` differ
+    by more than ``2**-52``, more than the rounding of both divisions, and
+    equal fractions round to the same float.  Otherwise the fraction.
+    Placement sorts candidates by it on every request, and building a
+    ``Fraction`` per candidate was most of that sort.
+    """
+    if len(state.capacity) == 1:  # the common case: used() inlined
+        c, sizes, u = state.capacity[0], state.sizes, 0
+        for type_id, count in state.existing.items():
+            if count:
+                u += count * sizes[type_id][0]
+        if 0 <= u <= c < _EXACT_FLOAT_CAPACITY:
+            return u / c
+        return occupied(state)
+    fill = 0.0
+    for u, c in zip(used(state), state.capacity):
+        if c >= _EXACT_FLOAT_CAPACITY or u > c or u < 0:
+            return occupied(state)
+        if u / c > fill:
+            fill = u / c
+    return fill
 
 
 def order_for_policy(states: ty.Iterable[GpuState],

@@ -97,6 +97,22 @@ class Pool:
         self.own: str | None = None
         #: Scheduler side only: what this view took (None: compute side).
         self.family: Family | None = None
+        self._footprint: frozenset[ty.Any] | None = None
+
+    def footprint(self) -> frozenset[ty.Any]:
+        """What a take from this pool may change the count of: the pool
+        itself, its GPU (all pools of that GPU), and its parent's and own
+        address (relatives, blocked by parent/child exclusivity).  Pools
+        whose footprints are disjoint cannot change each other's counts.
+        Fixed once the pool is built (its relatives and GPU never change).
+        """
+        if self._footprint is None:
+            gpu = getattr(self, "gpu", None)
+            self._footprint = frozenset(
+                t for t in (self.key, self.parent, self.own,
+                            gpu.address if gpu is not None else None)
+                if t is not None)
+        return self._footprint
 
     def blocked(self) -> bool:
         """Scheduler side: a relative was taken by this view."""

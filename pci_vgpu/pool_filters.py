@@ -15,6 +15,7 @@ capacity).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import typing as ty
 
@@ -37,6 +38,16 @@ def _get(obj: ty.Any, name: str) -> ty.Any:
     return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
+def _read(obj: ty.Any, name: str) -> ty.Any:
+    """:func:`_get`, reading a versioned object's stored value first: what
+    its getter would return, without the getter (see ``pool_devices.attr``;
+    four reads per request per host)."""
+    if isinstance(obj, dict):
+        return obj.get(name)
+    value = getattr(obj, "_obj_" + name, _MISSING)
+    return getattr(obj, name, None) if value is _MISSING else value
+
+
 @dataclasses.dataclass
 class RequestView:
     """What the filters read of an ``InstancePCIRequest``, parsed once."""
@@ -56,30 +67,51 @@ class RequestView:
         """:raises: InvalidPciRequest for a bad count or NUMA policy,
             InvalidVgpuTypesSpec for a spec whose vgpu_types is not a JSON
             list of names."""
-        rid = _get(request, "request_id")
-        count = _get(request, "count")
+        rid = _read(request, "request_id")
+        count = _read(request, "count")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise pool_errors.InvalidPciRequest(
                 request_id=rid, field="count", value=count,
                 reason="allowed: an integer >= 1")
-        policy = _get(request, "numa_policy") or LEGACY
+        policy = _read(request, "numa_policy") or LEGACY
         if policy not in NUMA_POLICIES:
             raise pool_errors.InvalidPciRequest(
                 request_id=rid, field="numa_policy", value=policy,
                 reason="allowed: %s" % ", ".join(NUMA_POLICIES))
-        specs = list(_get(request, "spec") or [{}])
-        types = frozenset().union(
-            *(vgpu_types.vgpu_types_of(s) for s in specs))
-        matchable = [{k: (v.lower() if isinstance(v, str) else v)
-                      for k, v in s.items() if k not in IGNORED_SPEC_KEYS}
-                     for s in specs]
-        ids = [(s["vendor_id"], s["product_id"]) for s in matchable
-               if s.get("vendor_id") and s.get("product_id")]
-        all_ids = len(ids) == len(matchable)
-        only = all_ids and all(set(s) <= {"vendor_id", "product_id"}
-                               for s in matchable)
-        return cls(rid, count, matchable, types, policy,
-                   ids if all_ids else None, only)
+        specs = _read(request, "spec") or [{}]
+        try:
+            key = ((tuple(specs[0].items()),) if len(specs) == 1
+                   else tuple(tuple(s.items()) for s in specs))
+            parsed = _parse_specs(key)
+        except TypeError:  # a value that is not hashable: parse it anyway
+            parsed = _parse_specs.__wrapped__(
+                tuple(tuple(s.items()) for s in specs))
+        matchable, types, ids, only = parsed
+        return cls(rid, count, matchable, types, policy, ids, only)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_specs(specs: tuple[tuple[tuple[str, ty.Any], ...], ...]
+                 ) -> tuple[list[dict[str, ty.Any]], frozenset[str],
+                            list[tuple[str, str]] | None, bool]:
+    """What :meth:`RequestView.of` reads of the specs, parsed once per
+    distinct spec list (a scheduler asks the same flavor's specs of every
+    host; the JSON of ``vgpu_types`` was the costly part).  The results
+    are shared, so the filters only read them.
+
+    :raises: InvalidVgpuTypesSpec (not cached).
+    """
+    dicts = [dict(s) for s in specs]
+    types = frozenset().union(*(vgpu_types.vgpu_types_of(s) for s in dicts))
+    matchable = [{k: (v.lower() if isinstance(v, str) else v)
+                  for k, v in s.items() if k not in IGNORED_SPEC_KEYS}
+                 for s in dicts]
+    ids = [(s["vendor_id"], s["product_id"]) for s in matchable
+           if s.get("vendor_id") and s.get("product_id")]
+    all_ids = len(ids) == len(matchable)
+    only = all_ids and all(set(s) <= {"vendor_id", "product_id"}
+                           for s in matchable)
+    return matchable, types, ids if all_ids else None, only
 
 
 @dataclasses.dataclass
@@ -96,6 +128,8 @@ class Context:
     counts: dict[pool.Pool, int] = dataclasses.field(default_factory=dict)
     #: The pools were looked up by (vendor_id, product_id, kind) already.
     indexed: bool = False
+    #: ... and, for a vGPU request, by the requested type names.
+    typed: bool = False
 
     def count(self, p: pool.Pool) -> int:
         n = self.counts.get(p)  # pools hash by identity
@@ -141,7 +175,7 @@ _MISSING = object()
 
 def _vgpu_type(ctx: Context, p: pool.Pool) -> bool:
     return not p.is_vgpu or bool(
-        ty.cast(pool.VgpuPool, p).names & ctx.request.vgpu_types)
+        p.names & ctx.request.vgpu_types)  # type: ignore[attr-defined]
 
 
 def _unrequested_pf(ctx: Context, p: pool.Pool) -> bool:
@@ -150,38 +184,66 @@ def _unrequested_pf(ctx: Context, p: pool.Pool) -> bool:
     return any(s.get("dev_type") == "type-pf" for s in ctx.request.specs)
 
 
+# ``p.is_vgpu`` guards the VgpuPool attributes below (no ty.cast: these
+# run for every candidate of every request).
 def _whole_gpu(ctx: Context, p: pool.Pool) -> bool:
     return not p.is_vgpu or not capacity.vgpus_blocked(
-        ty.cast(pool.VgpuPool, p).gpu)
+        p.gpu)  # type: ignore[attr-defined]
 
 
 def _type_lock(ctx: Context, p: pool.Pool) -> bool:
-    if not p.is_vgpu:
-        return True
-    vp = ty.cast(pool.VgpuPool, p)
-    return capacity.locking_type(vp.gpu, vp.vgpu_type) is None
+    return not p.is_vgpu or capacity.locking_type(
+        p.gpu, p.vgpu_type) is None  # type: ignore[attr-defined]
 
 
 def _capacity(ctx: Context, p: pool.Pool) -> bool:
     return ctx.count(p) > 0
 
 
+class Flags(ty.NamedTuple):
+    """What decides that a step keeps every pool of a request."""
+
+    #: Pools were looked up by (vendor_id, product_id, kind).
+    indexed: bool
+    #: ... and by the requested vGPU type names.
+    typed: bool
+    #: The specs name only vendor_id and product_id.
+    ids_only: bool
+    #: A vGPU request.
+    vgpu: bool
+
+
+def _flags(ctx: Context) -> Flags:
+    return Flags(ctx.indexed, ctx.typed, ctx.request.ids_only,
+                 bool(ctx.request.vgpu_types))
+
+
 def _keep(pred: ty.Callable[[Context, pool.Pool], bool],
           vgpu_only: bool = False,
-          skip: ty.Callable[[Context], bool] | None = None
+          skip: ty.Callable[[Flags], bool] | None = None
           ) -> ty.Callable[[Context, list[pool.Pool]], list[pool.Pool]]:
     """A pool-by-pool filter from a predicate.
 
     ``vgpu_only`` predicates keep every whole-device pool, so they are
     skipped for whole-device requests (those see no vGPU pool past the
     kind filter); ``skip`` says when the pools are known to pass already.
+    Both are read off :class:`Flags` (``keeps_all``), so :func:`run`
+    decides once per kind of request which steps to skip.
     """
+    def keeps_all(flags: Flags) -> bool:
+        return (vgpu_only and not flags.vgpu) or (
+            skip is not None and skip(flags))
+
     def run_pred(ctx: Context, pools: list[pool.Pool]) -> list[pool.Pool]:
-        if (vgpu_only and not ctx.request.vgpu_types) or \
-                (skip is not None and skip(ctx)):
+        if keeps_all(_flags(ctx)):
             return pools
         return [p for p in pools if pred(ctx, p)]
     run_pred.__doc__ = pred.__doc__
+    run_pred.keeps_all = keeps_all  # type: ignore[attr-defined]
+    run_pred.pred = pred  # type: ignore[attr-defined]
+    #: The filter without the keeps_all test, for run(), which asked it.
+    run_pred.apply = lambda ctx, pools: [  # type: ignore[attr-defined]
+        p for p in pools if pred(ctx, p)]
     return run_pred
 
 
@@ -227,13 +289,14 @@ PIPELINE: list[tuple[str, ty.Callable[[Context, list[pool.Pool]],
                                       list[pool.Pool]]]] = [
     ("vGPU request vs whole-device pool (a request with vgpu_types uses "
      "only vGPU pools, one without only whole devices)",
-     _keep(_kind, skip=lambda ctx: ctx.indexed)),
+     _keep(_kind, skip=lambda f: f.indexed)),
     ("vendor_id/product_id/tags do not match the request spec",
-     _keep(_spec, skip=lambda ctx: ctx.indexed and ctx.request.ids_only)),
+     _keep(_spec, skip=lambda f: f.indexed and f.ids_only)),
     ("vGPU type not among the requested vgpu_types",
-     _keep(_vgpu_type, vgpu_only=True)),
+     _keep(_vgpu_type, vgpu_only=True, skip=lambda f: f.typed)),
+    # vGPU pools are never PFs, and a vGPU request sees no other pool here.
     ("PF not requested (dev_type type-PF not in the spec)",
-     _keep(_unrequested_pf)),
+     _keep(_unrequested_pf, skip=lambda f: f.vgpu)),
     ("parent GPU is given whole to a guest",
      _keep(_whole_gpu, vgpu_only=True)),
     ("vGPU type locked by another type on this one-type GPU",
@@ -246,8 +309,11 @@ PIPELINE: list[tuple[str, ty.Callable[[Context, list[pool.Pool]],
 def run(ctx: Context, pools: list[pool.Pool]) -> list[pool.Pool] | None:
     """Pools that together can serve the request, or None if they can't."""
     last = len(PIPELINE) - 1
+    skipped = _skipped(ctx)
     for step, (reason, fn) in enumerate(PIPELINE):
-        kept = fn(ctx, pools)
+        if step in skipped:
+            continue  # would keep every pool
+        kept = getattr(fn, "apply", fn)(ctx, pools)
         dropped = len(pools) - len(kept)
         if dropped:
             LOG.debug("Dropped %(n)d pool(s): %(reason)s",
@@ -258,6 +324,71 @@ def run(ctx: Context, pools: list[pool.Pool]) -> list[pool.Pool] | None:
                 effective_count(pools, ctx) < ctx.request.count:
             return None
     return pools
+
+
+def any_unit(ctx: Context, pools: list[pool.Pool]) -> bool:
+    """``run(ctx, pools) is not None`` for a request of one unit and no
+    guest NUMA cells, stopping at the first pool that passes every step.
+
+    :func:`run` keeps the pools that pass every per-pool step (the NUMA
+    step keeps them all without guest cells) and says yes when their
+    counts add up to one, which the capacity step alone guarantees: so one
+    passing pool is the whole answer.  The scheduler asks this of every
+    host for the last request of a flavor; on a host of 16 GPUs the first
+    GPU usually answers.  It logs no "Dropped" lines: callers use it only
+    while debug logging is off.
+    """
+    assert ctx.request.count == 1 and not ctx.numa_cells
+    preds = _predicates(ctx)
+    return any(all(pred(ctx, p) for pred in preds) for p in pools)
+
+
+def usable(ctx: Context, pools: list[pool.Pool]) -> list[pool.Pool]:
+    """For one unit without guest NUMA cells (see :func:`any_unit`): the
+    pools that pass every step, in one pass and without the "Dropped"
+    lines -- the pools :func:`run` keeps, when it keeps any."""
+    assert ctx.request.count == 1 and not ctx.numa_cells
+    preds = _predicates(ctx)
+    return [p for p in pools if all(pred(ctx, p) for pred in preds)]
+
+
+def _predicates(ctx: Context) -> list[ty.Callable[[Context, pool.Pool],
+                                                  bool]]:
+    """The per-pool predicates of the steps :func:`run` does not skip."""
+    flags = (ctx.indexed, ctx.typed, ctx.request.ids_only,
+             bool(ctx.request.vgpu_types))  # equal to (hashes as) Flags
+    found = _PREDICATES.get(flags)
+    if found is None:
+        skipped = _skipped(ctx)
+        found = _PREDICATES[flags] = [
+            fn.pred for step, (_, fn) in enumerate(PIPELINE)
+            if step not in skipped and hasattr(fn, "pred")]
+    return found
+
+
+_PREDICATES: dict[tuple[bool, ...], list[ty.Callable[[Context, pool.Pool], bool]]] = {}
+
+
+def _skipped(ctx: Context) -> frozenset[int]:
+    """Steps of :data:`PIPELINE` that keep every pool for this request.
+
+    They depend on :class:`Flags` only, so the answer is memoised per flag
+    set instead of asked of each step on every call (the pipeline runs for
+    every request on every host).
+    """
+    flags = (ctx.indexed, ctx.typed, ctx.request.ids_only,
+             bool(ctx.request.vgpu_types))  # equal to (hashes as) Flags
+    found = _SKIPPED.get(flags)
+    if found is None:
+        flags = Flags(*flags)
+        found = _SKIPPED[flags] = frozenset(
+            step for step, (_, fn) in enumerate(PIPELINE)
+            if getattr(fn, "keeps_all", None) is not None
+            and fn.keeps_all(flags))  # type: ignore[attr-defined]
+    return found
+
+
+_SKIPPED: dict[tuple[bool, ...], frozenset[int]] = {}
 
 
 @dataclasses.dataclass

@@ -40,6 +40,9 @@ from pci_vgpu import pool_filters as pf
 from pci_vgpu import pool_take
 
 LOG = logging.getLogger(__name__)
+#: The filter pipeline's logger: while it logs debug, every dry run goes
+#: through the whole pipeline so that each "Dropped" line is written.
+LOG_FILTERS = pf.LOG
 
 #: Devspec tags that never become pool keys (Nova's ignored_pool_tags).
 IGNORED_POOL_TAGS = frozenset(("resource_class", "traits", "rp_uuids",
@@ -66,7 +69,8 @@ class _Journal:
     """Scheduler-side undo log: old values of the counters a dry run touched."""
 
     def __init__(self) -> None:
-        self._gpus: dict[int, tuple[capacity.GpuState, capacity.GpuState]] = {}
+        self._gpus: dict[int, tuple[capacity.GpuState, dict[str, int],
+                                    dict[str, int], str, int]] = {}
         self._stored: dict[int, tuple[pool.DevicePool, int | None]] = {}
         self._family: tuple[pool.Family, pool.Family] | None = None
 
@@ -75,15 +79,18 @@ class _Journal:
             self._family = (family, family.copy())
 
     def save_gpu(self, gpu: capacity.GpuState) -> None:
-        self._gpus.setdefault(id(gpu), (gpu, gpu.copy()))
+        # Only the counters a take changes (the budget never does).
+        if id(gpu) not in self._gpus:
+            self._gpus[id(gpu)] = (gpu, dict(gpu.existing),
+                                   dict(gpu.in_use), gpu.whole, gpu.foreign)
 
     def save_stored(self, p: pool.DevicePool) -> None:
         self._stored.setdefault(id(p), (p, p.stored))
 
     def rollback(self) -> None:
-        for gpu, old in self._gpus.values():
+        for gpu, existing, in_use, whole, foreign in self._gpus.values():
             gpu.existing, gpu.in_use, gpu.whole, gpu.foreign = (
-                old.existing, old.in_use, old.whole, old.foreign)
+                existing, in_use, whole, foreign)
         for p, stored in self._stored.values():
             p.stored = stored
         if self._family is not None:
@@ -117,6 +124,8 @@ class PciDeviceStats:
         self.placement_policy = capacity.validate_policy(placement_policy)
         self._pools: dict[pool.PoolKey, pool.Pool] = {}
         self._index: dict[tuple[str, str, bool], list[pool.Pool]] = {}
+        #: vGPU pools by (vendor_id, product_id, one of the type's names).
+        self._type_index: dict[tuple[str, str, str], list[pool.Pool]] = {}
         self._book = pool_book.DeviceBook(self)
         self._taker = pool_take.DeviceTaker(self._book)
         self._scheduler_side = stats is not None
@@ -146,22 +155,34 @@ class PciDeviceStats:
 
     def _add_pool(self, p: pool.Pool) -> None:
         self._pools[p.key] = p
-        ikey = (p.view["vendor_id"], p.view["product_id"], p.is_vgpu)
-        self._index.setdefault(ikey, []).append(p)
+        vendor, product = p.view["vendor_id"], p.view["product_id"]
+        self._index.setdefault((vendor, product, p.is_vgpu), []).append(p)
+        for name in getattr(p, "names", ()):
+            self._type_index.setdefault((vendor, product, name), []).append(p)
 
     def _drop_pool(self, p: pool.Pool) -> None:
         del self._pools[p.key]
-        ikey = (p.view["vendor_id"], p.view["product_id"], p.is_vgpu)
-        self._index[ikey].remove(p)
+        vendor, product = p.view["vendor_id"], p.view["product_id"]
+        self._index[(vendor, product, p.is_vgpu)].remove(p)
+        for name in getattr(p, "names", ()):
+            self._type_index[(vendor, product, name)].remove(p)
 
     def _candidates(self, view: pf.RequestView) -> list[pool.Pool]:
-        """Pools worth filtering: by (vendor, product, kind) when known."""
+        """Pools worth filtering: by (vendor, product, kind) when known,
+        and by vGPU type name for a vGPU request (so the kind and type
+        filters have nothing left to drop)."""
         if view.ids is None:
             return list(self._pools.values())
-        vgpu = bool(view.vgpu_types)
+        if view.vgpu_types:
+            typed: dict[pool.Pool, None] = {}  # pools hash by identity
+            for vendor, product in dict.fromkeys(view.ids):
+                for name in view.vgpu_types:
+                    typed.update(dict.fromkeys(self._type_index.get(
+                        (vendor, product, name), ())))
+            return list(typed)
         found: list[pool.Pool] = []
         for ids in dict.fromkeys(view.ids):
-            found.extend(self._index.get((ids[0], ids[1], vgpu), ()))
+            found.extend(self._index.get((ids[0], ids[1], False), ()))
         return found
 
     # -- devices (compute side) ------------------------------------------------
@@ -255,7 +276,7 @@ class PciDeviceStats:
 
     # -- fulfilment --------------------------------------------------------------
 
-    def _order(self, ctx: pf.Context
+    def _order(self, ctx: pf.Context, count: ty.Callable[[pool.Pool], int]
                ) -> ty.Callable[[pool.Pool], tuple[ty.Any, ...]]:
         cells = [pf._get(c, "id") for c in ctx.numa_cells or []]
         policy = self.placement_policy
@@ -266,32 +287,55 @@ class PciDeviceStats:
                 1 if node is None else 2)
             if isinstance(p, pool.VgpuPool):
                 fill, addr = capacity.placement_key(p.gpu, policy)
-                return (rank, fill, -p.count(), addr, p.vgpu_type)
+                return (rank, fill, -count(p), addr, p.vgpu_type)
             # whole devices: a request never mixes them with vGPU pools
             return (rank, p.key.address or "")
         return key
 
     def _fulfil(self, view: pf.RequestView, numa_cells: ty.Any,
-                take: Taker, out: list[ty.Any]) -> bool:
-        """Serve one request, one pool at a time; False if impossible."""
+                take: Taker, out: list[ty.Any], dry: bool = False,
+                candidates: list[pool.Pool] | None = None) -> bool:
+        """Serve one request, one pool at a time; False if impossible.
+
+        ``dry``: only say whether it could be served, and take nothing when
+        that needs no take: one unit, which any pool the filters kept
+        gives (they keep pools only while their counts add up to the
+        request).  ``support_requests`` serves so each request whose take
+        no later request could see (:meth:`_dry_flags`).
+        """
+        indexed = view.ids is not None
         ctx = pf.Context(view, numa_cells, self.numa_topology,
-                         indexed=view.ids is not None)
-        pools = pf.run(ctx, self._candidates(view))
+                         indexed=indexed,
+                         typed=indexed and bool(view.vgpu_types))
+        if candidates is None:
+            candidates = self._candidates(view)
+        if view.count == 1 and not numa_cells and \
+                not LOG_FILTERS.isEnabledFor(logging.DEBUG):
+            # One unit, no guest cells: one pass (pf.any_unit, pf.usable).
+            if dry:
+                return pf.any_unit(ctx, candidates)
+            live = pf.usable(ctx, candidates)
+            if not live:
+                return False
+            take(live[0] if len(live) == 1 else
+                 min(live, key=self._order(ctx, ctx.count)), 1, view, out)
+            return True
+        pools = pf.run(ctx, candidates)
         if pools is None:
             return False
-        order = None
+        if dry and view.count == 1:
+            return True
         remaining = view.count
         count: ty.Callable[[pool.Pool], int] = ctx.count  # fresh until a take
         while remaining:
             live = [p for p in pools if count(p) > 0]
-            count = _live_count
             if not live:
                 return False
             if len(live) == 1:
                 best = live[0]
             else:
-                order = order or self._order(ctx)
-                best = min(live, key=order)
+                best = min(live, key=self._order(ctx, count))
+            count = _live_count
             n = 1 if best.is_vgpu else min(remaining, best.count())
             take(best, n, view, out)
             remaining -= n
@@ -341,18 +385,43 @@ class PciDeviceStats:
         :raises: InvalidPciRequest for a malformed request.
         """
         views = [pf.RequestView.of(r) for r in requests]
+        candidates = [self._candidates(v) for v in views]
+        dry = [d and v.count == 1
+               for d, v in zip(self._dry_flags(candidates), views)]
+        if self._scheduler_side and all(dry):  # nothing taken, no journal
+            return all(self._fulfil(v, numa_cells, _no_take, [], True, c)
+                       for v, c in zip(views, candidates))
         if self._scheduler_side:
             journal = _Journal()
+            take = self._take_counts(journal)
             try:
-                return self._apply_views(views, numa_cells, journal)
+                return all(self._fulfil(v, numa_cells, take, [], d, c)
+                           for v, d, c in zip(views, dry, candidates))
             finally:
                 journal.rollback()
         picked: list[ty.Any] = []
         try:
-            return all(self._fulfil(v, numa_cells, self._taker.take, picked)
-                       for v in views)
+            return all(self._fulfil(v, numa_cells, self._taker.take, picked,
+                                    d, c)
+                       for v, d, c in zip(views, dry, candidates))
         finally:
             self.undo_consume(picked)
+
+    @staticmethod
+    def _dry_flags(candidates: list[list[pool.Pool]]) -> list[bool]:
+        """Per request: True when no later request's candidate pools share
+        anything with its own (:meth:`pool.Pool.footprint`), so what it
+        would take cannot change a later answer and a yes/no suffices.
+        Always True for the last request."""
+        flags = [True] * len(candidates)
+        if len(candidates) < 2:
+            return flags
+        later: set[ty.Any] = set()
+        for i in range(len(candidates) - 1, -1, -1):
+            mine = set().union(*(p.footprint() for p in candidates[i]))
+            flags[i] = later.isdisjoint(mine)
+            later |= mine
+        return flags
 
     def _apply_views(self, views: list[pf.RequestView], numa_cells: ty.Any,
                      journal: _Journal | None) -> bool:
@@ -485,6 +554,11 @@ def _budget(gpu: capacity.GpuState) -> tuple[ty.Any, ...]:
     """What a GPU's inventory says of its sharing (not of its use)."""
     return (gpu.sharing, gpu.max_instances, gpu.resources, gpu.capacity,
             gpu.sizes)
+
+
+def _no_take(p: pool.Pool, n: int, view: pf.RequestView,
+             out: list[ty.Any]) -> None:
+    raise AssertionError("a dry run of one unit takes nothing")
 
 
 def _live_count(p: pool.Pool) -> int:
