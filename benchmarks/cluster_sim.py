@@ -26,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import statistics
+import time
 import typing as ty
 
 from oslo_config import cfg
@@ -312,15 +314,13 @@ class FragmentationWeigher:
         self.mix = mix
 
     def delta(self, n: Node, task: cw.Task, key: str) -> float:
-        cached = n.cache.get(("frag", key, task.cpu_milli, task.memory_mib))
+        """Cached per node state and flavor (GPU part only: CPU and RAM
+        are left to the filters and the tie-break)."""
+        cached = n.cache.get(("frag", key))
         if cached is None:
             vtype, count = _kind_of(task)
-            found = frag.host_delta(
-                n.gpus, vtype, count, self.mix,
-                cpu=(n.cpu_free, task.cpu_milli),
-                ram=(n.ram_free, task.memory_mib))
-            cached = n.cache[("frag", key, task.cpu_milli,
-                              task.memory_mib)] = (
+            found = frag.host_delta(n.gpus, vtype, count, self.mix)
+            cached = n.cache[("frag", key)] = (
                 found if found is not None else float("inf"))
         return ty.cast(float, cached)
 
@@ -454,3 +454,57 @@ def replay(nodes: list[Node], tasks: ty.Iterable[cw.Task], flavors: Flavors,
         curve.arrived.append(arrived)
         curve.used.append(used)
     return curve
+
+
+# -- scale ---------------------------------------------------------------------
+
+
+def time_one_request(specs: ty.Sequence[cw.NodeSpec],
+                     tasks: ty.Sequence[cw.Task], sharing: str, factor: int,
+                     fill: float = 0.5, repeats: int = 3
+                     ) -> tuple[int, float, float]:
+    """Uncached cost of scheduling one task over ``factor`` x the nodes.
+
+    The cluster is filled to ``fill`` of its GPU capacity (BestFit, seed
+    42), its reports are copied ``factor`` times, and each timed request
+    runs the filters (CPU, RAM, ``support_requests`` on every host's
+    scheduler-side pools) and our weigher over every passing host, with
+    no cache.  Returns (hosts, ms per request, us of PCI check per host);
+    medians over ``repeats`` of three requests (a share, one GPU, 8 GPUs).
+    """
+    catalog = Catalog.build(specs, tasks, sharing)
+    mix = task_mix(tasks, catalog.products)
+    flavors = Flavors(catalog, tasks)
+    nodes = build_nodes(specs, catalog, POLICIES["bestfit"], mix)
+    total = sum(n.capacity_milli for n in nodes)
+    replay(nodes, cw.arrivals(tasks, total, 42, fill), flavors,
+           weigh_bestfit, 42)
+    hosts = [(n, stats.PciDeviceStats(stats=n.pools))
+             for _ in range(factor) for n in nodes]
+    probes = [t for t in (
+        next((t for t in tasks if t.is_share), None),
+        next((t for t in tasks if t.num_gpu == 1 and not t.is_share), None),
+        next((t for t in tasks if t.num_gpu == 8), None)) if t is not None]
+    per_request, per_node = [], []
+    for _ in range(repeats):
+        for task in probes:
+            reqs = flavors.requests(task)
+            start = time.perf_counter()
+            pci_time = 0.0
+            able = []
+            for n, sched in hosts:
+                if task.cpu_milli > n.cpu_free or \
+                        task.memory_mib > n.ram_free:
+                    continue
+                t0 = time.perf_counter()
+                ok = sched.support_requests(reqs)
+                pci_time += time.perf_counter() - t0
+                if ok:
+                    able.append(n)
+            for n in able:
+                vtype, count = _kind_of(task)
+                frag.host_delta(frag.host_gpus(n.pools), vtype, count, mix)
+            per_request.append(time.perf_counter() - start)
+            per_node.append(pci_time / len(hosts))
+    return (len(hosts), 1000 * statistics.median(per_request),
+            1e6 * statistics.median(per_node))
