@@ -96,6 +96,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scale", action="store_true",
                         help="also time one request over all nodes at 1x "
                              "and 10x the cluster")
+    parser.add_argument("--scale-only", action="store_true",
+                        help="only the SCALE measurement (no replay)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds %d: allowed: an integer >= 1" % args.seeds)
@@ -223,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     print("workload %s: %d nodes, %d GPUs, %d tasks; load %s" % (
         name, len(nodes), sum(n.gpus for n in nodes), len(tasks),
         " ".join("%.2f" % x for x in os.getloadavg())))
+    if args.scale_only:
+        return _print_scale(nodes, tasks, sharing)
     results = {p: run_policy(p, nodes, tasks, args.seeds, args.arrive_max,
                              sharing) for p in args.policies}
     print(table(results))
@@ -231,10 +235,16 @@ def main(argv: list[str] | None = None) -> int:
     print("CLUSTER trace=%s seeds=%d %s" % (name, args.seeds, " ".join(
         "%s=%.2f" % (p, mean_at(c, 100) or 0.0) for p, c in results.items())))
     if args.scale:
-        for factor in (1, 10):
-            n, ms, us = scale(nodes, tasks, sharing, factor)
-            print("SCALE nodes=%d request_ms=%.1f per_node_us=%.1f"
-                  % (n, ms, us))
+        return _print_scale(nodes, tasks, sharing)
+    return 0
+
+
+def _print_scale(nodes: list[cw.NodeSpec], tasks: list[cw.Task],
+                 sharing: str) -> int:
+    for factor in (1, 10):
+        n, ms, us = scale(nodes, tasks, sharing, factor)
+        print("SCALE nodes=%d request_ms=%.1f per_node_us=%.1f load=%s"
+              % (n, ms, us, "/".join("%.1f" % x for x in os.getloadavg())))
     return 0
 
 
