@@ -78,6 +78,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "is present")
     parser.add_argument("--nodes", type=int, default=1213,
                         help="synthetic cluster size (default 1213)")
+    parser.add_argument("--node-sample", type=int, default=1, metavar="K",
+                        help="keep every K-th node of the cluster (a "
+                             "K times smaller, faster replay; default 1)")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--policies", type=_policies,
                         default=["random", "bestfit", "ours"],
@@ -99,6 +102,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scale-only", action="store_true",
                         help="only the SCALE measurement (no replay)")
     args = parser.parse_args(argv)
+    if args.node_sample < 1:
+        parser.error("--node-sample %d: allowed: an integer >= 1"
+                     % args.node_sample)
     if args.seeds < 1:
         parser.error("--seeds %d: allowed: an integer >= 1" % args.seeds)
     if not 0.1 <= args.arrive_max <= 3.0:
@@ -215,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     except cw.TraceError as exc:
         print("bench_cluster: %s" % exc, file=sys.stderr)
         return 2
+    if args.node_sample > 1:
+        nodes = nodes[::args.node_sample]
+        name += "/%d" % args.node_sample
     if args.mix:
         tasks = cluster_mixes.resample(tasks, nodes, args.mix, FIRST_SEED)
         name += "+" + args.mix
