@@ -145,7 +145,7 @@ def run_policy(name: str, nodes: list[cw.NodeSpec], tasks: list[cw.Task],
         cluster = cs.build_nodes(nodes, catalog, policy, mix)
         arrived = cw.arrivals(tasks, sum(n.capacity_milli for n in cluster),
                               seed, arrive_max)
-        curve = cs.replay(cluster, arrived, flavors, policy.weigher(mix),
+        curve = cs.replay(cluster, arrived, flavors, policy.weigher(mix, tasks),
                           seed, policy.random_gpu)
         curves.append(curve)
         log("  %-8s seed %d: %5.2f %% at 100 %% arrived, %d tasks, %d "

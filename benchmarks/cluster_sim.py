@@ -23,6 +23,7 @@ kept per node until the node changes (Nova's scheduler would ask again:
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import random
@@ -308,21 +309,41 @@ def _kind_of(task: cw.Task, catalog_shares: bool = True
 
 class FragmentationWeigher:
     """Our host weigher: least growth of expected fragmentation
-    (:func:`pci_vgpu.fragmentation.host_delta`), ties to the fuller host."""
+    (:func:`pci_vgpu.fragmentation.host_delta`), ties to the fuller host.
 
-    def __init__(self, mix: frag.TaskMix) -> None:
+    The GPU part is cached per host state and flavor.  The CPU part, the
+    host's free GPU share that GPU tasks can no longer use once the task
+    takes its CPU, is a step function of the host's free CPU over the
+    workload's GPU tasks (what ``host_fragmentation`` computes with
+    ``cpu_free``, in closed form: a bisect per host instead of a pass over
+    the kinds).
+    """
+
+    def __init__(self, mix: frag.TaskMix,
+                 tasks: ty.Sequence[cw.Task] = ()) -> None:
         self.mix = mix
+        cpus = sorted(t.cpu_milli for t in tasks if t.num_gpu)
+        self._cpus = cpus
+        self._n = len(cpus)
+
+    def _cpu_lost(self, cpu_free: int) -> float:
+        """Share of GPU tasks that want more CPU than ``cpu_free``."""
+        if not self._n:
+            return 0.0
+        return (self._n - bisect.bisect_right(self._cpus, cpu_free)) / self._n
 
     def delta(self, n: Node, task: cw.Task, key: str) -> float:
-        """Cached per node state and flavor (GPU part only: CPU and RAM
-        are left to the filters and the tie-break)."""
         cached = n.cache.get(("frag", key))
         if cached is None:
             vtype, count = _kind_of(task)
             found = frag.host_delta(n.gpus, vtype, count, self.mix)
             cached = n.cache[("frag", key)] = (
                 found if found is not None else float("inf"))
-        return ty.cast(float, cached)
+        free_after = (n.capacity_milli - n.used_milli - task.total_milli
+                      ) / cw.MILLI
+        cpu = (self._cpu_lost(n.cpu_free - task.cpu_milli)
+               - self._cpu_lost(n.cpu_free)) * free_after
+        return ty.cast(float, cached) + cpu
 
     def __call__(self, nodes: list[Node], task: cw.Task, key: str,
                  rng: random.Random) -> Node:
@@ -363,7 +384,7 @@ class Policy:
     name: str
     doc: str
     in_host: str
-    weigher: ty.Callable[[frag.TaskMix], Weigher]
+    weigher: ty.Callable[[frag.TaskMix, ty.Sequence[cw.Task]], Weigher]
     #: Draw the GPU of a share at random (the paper's Random), else the
     #: node's in-host policy chooses.
     random_gpu: bool = False
@@ -371,17 +392,17 @@ class Policy:
 
 POLICIES: dict[str, Policy] = {p.name: p for p in (
     Policy("random", "paper's Random: any fitting host, any fitting GPU",
-           capacity.PACK, lambda mix: weigh_random, random_gpu=True),
+           capacity.PACK, lambda mix, tasks: weigh_random, random_gpu=True),
     Policy("bestfit", "paper's BestFit: least CPU+GPU left; in-host pack "
-           "(= best-fit GPU)", capacity.PACK, lambda mix: weigh_bestfit),
+           "(= best-fit GPU)", capacity.PACK, lambda mix, tasks: weigh_bestfit),
     Policy("ours", "fragmentation weigher + in-host fragmentation policy",
            frag.FRAGMENTATION, FragmentationWeigher),
     Policy("pack", "fullest-GPU host first; in-host pack", capacity.PACK,
-           lambda mix: weigh_pack),
+           lambda mix, tasks: weigh_pack),
     Policy("spread", "emptiest-GPU host first; in-host spread",
-           capacity.SPREAD, lambda mix: weigh_spread),
+           capacity.SPREAD, lambda mix, tasks: weigh_spread),
     Policy("nova", "Nova today: RAM+CPU weighers; in-host pack in address "
-           "order", capacity.PACK, lambda mix: weigh_nova),
+           "order", capacity.PACK, lambda mix, tasks: weigh_nova),
 )}
 
 
