@@ -67,7 +67,10 @@ WHOLE_STATES = (WHOLE_FREE, WHOLE_USED, WHOLE_BLOCKED, WHOLE_ABSENT)
 
 PACK = "pack"
 SPREAD = "spread"
-PLACEMENT_POLICIES = (PACK, SPREAD)
+#: Ranks GPUs by the fragmentation a new vGPU adds
+#: (:mod:`pci_vgpu.fragmentation`); plain orderings here treat it as pack.
+FRAGMENTATION = "fragmentation"
+PLACEMENT_POLICIES = (PACK, SPREAD, FRAGMENTATION)
 
 
 #: The one resource of the 1/max rule (no sizes known).
@@ -386,7 +389,8 @@ def _amounts(resources: tuple[str, ...], amounts: tuple[int, ...]) -> str:
 
 
 def validate_policy(policy: str) -> str:
-    """:raises: InvalidPlacementPolicy unless ``policy`` is pack or spread."""
+    """:raises: InvalidPlacementPolicy unless ``policy`` is one of
+    :data:`PLACEMENT_POLICIES`."""
     if policy not in PLACEMENT_POLICIES:
         raise pool_errors.InvalidPlacementPolicy(
             value=policy, allowed=", ".join(PLACEMENT_POLICIES))
@@ -399,10 +403,12 @@ def placement_key(state: GpuState, policy: str
 
     ``pack`` fills the fullest GPU first (XenServer depth_first), ``spread``
     uses the emptiest first (breadth_first); the address breaks ties so the
-    order is deterministic for the same state.
+    order is deterministic for the same state.  ``fragmentation`` needs the
+    requested type (see ``pci_vgpu.fragmentation.gpu_key``); without it,
+    it orders as pack, the tie-break that policy uses too.
     """
     fill = fill_level(state)
-    return (-fill if policy == PACK else fill, state.address)
+    return (fill if policy == SPREAD else -fill, state.address)
 
 
 #: Capacities below this compare exactly as floats (see :func:`fill_level`).

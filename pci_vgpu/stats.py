@@ -32,6 +32,7 @@ import logging
 import typing as ty
 
 from pci_vgpu import capacity
+from pci_vgpu import fragmentation
 from pci_vgpu import pool
 from pci_vgpu import pool_book
 from pci_vgpu import pool_devices as pd
@@ -105,7 +106,8 @@ class PciDeviceStats:
     def __init__(self, numa_topology: ty.Any = None,
                  stats: ty.Iterable[ty.Any] | None = None,
                  dev_filter: ty.Any = None,
-                 placement_policy: str = capacity.PACK) -> None:
+                 placement_policy: str = capacity.PACK,
+                 task_mix: fragmentation.TaskMix | None = None) -> None:
         """
         :param numa_topology: host NUMA topology (``cells`` with ``id`` and
             ``socket``); only the ``socket`` policy reads it, as in Nova.
@@ -114,11 +116,14 @@ class PciDeviceStats:
         :param dev_filter: a ``Whitelist``; devices it does not accept are
             ignored and its tags become pool keys.  None accepts every
             device with no tags (the tracker already filtered them).
-        :param placement_policy: ``pack`` or ``spread`` among equal vGPU
-            candidates; on the scheduler side the host's policy carried by
-            the pools wins.
+        :param placement_policy: ``pack``, ``spread`` or
+            ``fragmentation`` among vGPU candidates; on the scheduler side
+            the host's policy carried by the pools wins.
+        :param task_mix: the tasks the ``fragmentation`` policy expects;
+            None: every vGPU type of the GPU equally likely, and whole GPUs.
         :raises: InvalidPlacementPolicy, InvalidPoolTag.
         """
+        self.task_mix = task_mix
         self.numa_topology = numa_topology
         self.dev_filter = dev_filter
         self.placement_policy = capacity.validate_policy(placement_policy)
@@ -286,11 +291,18 @@ class PciDeviceStats:
             rank = 0 if not cells or node in cells else (
                 1 if node is None else 2)
             if isinstance(p, pool.VgpuPool):
+                if policy == capacity.FRAGMENTATION:
+                    return (rank, self._fragmentation_key(p), p.vgpu_type)
                 fill, addr = capacity.placement_key(p.gpu, policy)
                 return (rank, fill, -count(p), addr, p.vgpu_type)
             # whole devices: a request never mixes them with vGPU pools
             return (rank, p.key.address or "")
         return key
+
+    def _fragmentation_key(self, p: pool.VgpuPool) -> tuple[ty.Any, ...]:
+        mix = self.task_mix or fragmentation.mix_of_types(p.gpu.max_instances)
+        return fragmentation.gpu_key(
+            fragmentation.HostGpu(p.gpu, p.key.product_id), p.vgpu_type, mix)
 
     def _fulfil(self, view: pf.RequestView, numa_cells: ty.Any,
                 take: Taker, out: list[ty.Any], dry: bool = False,

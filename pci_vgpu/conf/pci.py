@@ -49,6 +49,11 @@ it with ``"vgpu_types": [...]``.
         choices=[
             ("pack", "Fill the fullest GPU first (XenServer depth_first)."),
             ("spread", "Use the emptiest GPU first (XenServer breadth_first)."),
+            ("fragmentation",
+             "Use the GPU where the new vGPU leaves the least free share "
+             "unusable for the vGPU types the GPU offers and whole-GPU "
+             "requests (ties: the fuller GPU); see "
+             "pci_vgpu.fragmentation."),
         ],
         help="How vGPUs are placed among GPUs that can all host them."),
 ]

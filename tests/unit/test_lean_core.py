@@ -72,8 +72,8 @@ def _series_imports() -> set[str]:
 
 def test_series_imports_only_the_shared_rules() -> None:
     assert _series_imports() == {
-        "pci_vgpu.capacity", "pci_vgpu.vgpu_types",
-        "pci_vgpu.virt.libvirt.sharing"}
+        "pci_vgpu.capacity", "pci_vgpu.fragmentation",
+        "pci_vgpu.vgpu_types", "pci_vgpu.virt.libvirt.sharing"}
 
 
 def test_core_requirements_leave_hypervisor_db_and_cli_to_extras() -> None:

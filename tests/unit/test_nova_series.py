@@ -104,8 +104,9 @@ def test_change_ids_are_unique() -> None:
 
 def test_release_notes_cover_feature_upgrade_and_known_issues() -> None:
     text = "".join(_patch(n) for n in _series())
-    (note,) = re.findall(
+    (note,) = [n for n in re.findall(
         r"^\+\+\+ b/(releasenotes/notes/\S+\.yaml)$", text, re.M)
+        if "fragmentation-weigher" not in n]
     body = _added_file(note)
     for section in ("features:", "upgrade:", "issues:"):
         assert re.search(r"^%s$" % section, body, re.M), section
@@ -134,7 +135,7 @@ def test_service_version_bump_with_history_and_gate() -> None:
 
 
 def test_functional_tests_do_not_mock_the_drivers_mdev_code() -> None:
-    name = _series()[-1]
+    (name,) = [n for n in _series() if "-functional-" in n]
     added = [line for line in _patch(name).splitlines()
              if line.startswith("+")]
     assert any("test_pci_vgpu_servers.py" in line for line in added)
@@ -142,6 +143,19 @@ def test_functional_tests_do_not_mock_the_drivers_mdev_code() -> None:
                    "_delete_pci_vgpus", "_with_pci_vgpus"):
         assert not [line for line in added
                     if method in line and "Mock" in line], method
+
+
+def test_fragmentation_weigher_ships_with_tests_conf_and_note() -> None:
+    (name,) = [n for n in _series() if "fragmentation" in n]
+    text = _patch(name)
+    for path in ("nova/scheduler/weights/pci_vgpu_fragmentation.py",
+                 "nova/tests/unit/scheduler/weights/"
+                 "test_weights_pci_vgpu_fragmentation.py",
+                 "nova/conf/scheduler.py", "doc/source/admin/scheduling.rst"):
+        assert "+++ b/" + path in text, path
+    assert re.search(r"^\+\+\+ b/releasenotes/notes/pci-vgpu-fragmentation-"
+                     r"weigher-\w+\.yaml$", text, re.M)
+    assert "pci_vgpu_fragmentation_weight_multiplier" in text
 
 
 def test_cover_letter_says_what_the_series_does_not_cover() -> None:

@@ -1,0 +1,531 @@
+"""Replay tasks onto a cluster through pci_vgpu's real scheduling code.
+
+Each node is a compute node: its GPUs are ``PciDevice`` objects tracked by
+its own compute-side :class:`pci_vgpu.stats.PciDeviceStats`, and the
+scheduler holds what the node reports, the pools in Nova's dict shape, as a
+scheduler-side ``PciDeviceStats`` (``HostState.pci_stats``).  A task becomes
+a flavor (vCPUs, RAM and ``pci_passthrough:alias``) whose PCI requests come
+from :func:`pci_vgpu.request.get_pci_requests_from_flavor` with generated
+``[pci] alias`` entries: a whole GPU of the accepted models, or one vGPU of
+the type whose size is the task's share.
+
+Scheduling a task, as Nova does it: the filters drop nodes without the CPU
+or RAM and nodes whose scheduler-side pools do not ``support_requests``
+(the PciPassthroughFilter); a weigher ranks the rest; the chosen node's
+compute side ``consume_requests`` picks the GPU(s) with its in-host
+placement policy and the devices are claimed; the node then reports its
+pools again.
+
+A filter answer depends only on the node's state and the request, so it is
+kept per node until the node changes (Nova's scheduler would ask again:
+:func:`time_one_request` measures that uncached cost for the SCALE line).
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import json
+import random
+import statistics
+import time
+import typing as ty
+
+from oslo_config import cfg
+
+from benchmarks import cluster_workload as cw
+from pci_vgpu import capacity
+from pci_vgpu import conf as pci_conf
+from pci_vgpu import fragmentation as frag
+from pci_vgpu import request
+from pci_vgpu import stats
+from pci_vgpu.objects import pci_device
+
+VENDOR = "10de"
+#: NVIDIA vGPU sizes (share of a GPU, milli) for the --nvidia case.
+NVIDIA_SIZES = (125, 250, 500)
+#: Kubernetes' MaxNodeScore, and the simulator's normalisers (BestFit).
+MAX_SCORE = 100
+MAX_SPEC_CPU, MAX_SPEC_GPU = 128000, 8000
+
+
+def share_type(milli: int) -> str:
+    """The vGPU type of a share of ``milli`` thousandths of a GPU."""
+    return "share-%04d" % milli
+
+
+def nvidia_size(milli: int) -> int:
+    """A share rounded up to the next NVIDIA vGPU size (or a whole GPU)."""
+    return next((s for s in NVIDIA_SIZES if milli <= s), cw.MILLI)
+
+
+def to_nvidia(tasks: ty.Iterable[cw.Task]) -> list[cw.Task]:
+    """Sharing tasks rounded up to 1/8, 1/4, 1/2 of a GPU, or whole."""
+    return [dataclasses.replace(t, gpu_milli=nvidia_size(t.gpu_milli))
+            if t.is_share else t for t in tasks]
+
+
+@dataclasses.dataclass
+class Catalog:
+    """How the cluster's GPUs are described to pci_vgpu."""
+
+    #: model -> product id (made up: the trace names models, not ids).
+    products: dict[str, str]
+    #: share sizes (milli) offered as vGPU types on every GPU.
+    shares: tuple[int, ...]
+    #: ``budget`` (the paper's model: any shares mix) or ``one-type``.
+    sharing: str
+
+    @classmethod
+    def build(cls, nodes: ty.Sequence[cw.NodeSpec],
+              tasks: ty.Iterable[cw.Task], sharing: str) -> Catalog:
+        models = sorted({n.model for n in nodes})
+        shares = sorted({t.gpu_milli for t in tasks if t.is_share})
+        return cls({m: "%04x" % (0x2000 + i) for i, m in enumerate(models)},
+                   tuple(shares), sharing)
+
+    def vgpu_types(self) -> dict[str, dict[str, ty.Any]]:
+        types = {}
+        for milli in self.shares:
+            entry: dict[str, ty.Any] = {
+                "name": share_type(milli), "max": cw.MILLI // milli,
+                "available": cw.MILLI // milli, "description": ""}
+            if self.sharing == capacity.BUDGET:
+                entry["size"] = {"gpu_milli": milli}
+            types[share_type(milli)] = entry
+        return types
+
+    def gpu_devices(self, index: int, node: cw.NodeSpec
+                    ) -> list[dict[str, ty.Any]]:
+        """The node's GPUs in the driver's ``pci_passthrough_devices``
+        shape."""
+        types = json.dumps(self.vgpu_types())
+        devs = []
+        for g in range(node.gpus):
+            address = "%04x:%02x:00.0" % (index // 256, 0x10 + g)
+            dev: dict[str, ty.Any] = {
+                "address": address, "vendor_id": VENDOR,
+                "product_id": self.products[node.model], "numa_node": None,
+                "dev_type": "type-PCI", "parent_addr": None,
+                "label": "label_%s_%s" % (VENDOR, self.products[node.model]),
+                "dev_id": "pci_" + address.replace(":", "_"),
+                "vgpu_types": types, "vgpu_sharing": self.sharing}
+            if self.sharing == capacity.BUDGET and self.shares:
+                dev["vgpu_capacity"] = json.dumps({"gpu_milli": cw.MILLI})
+            devs.append(dev)
+        return devs
+
+    # -- flavors ---------------------------------------------------------------
+
+    def alias_name(self, task: cw.Task) -> str:
+        what = ("share-%04d" % task.gpu_milli if task.is_share else "gpu")
+        return what + ("-" + "-".join(sorted(task.models))
+                       if task.models else "")
+
+    def aliases(self, tasks: ty.Iterable[cw.Task]) -> list[str]:
+        """``[pci] alias`` values serving every task: one definition per
+        accepted model (Nova ORs the definitions of one name)."""
+        wanted = {self.alias_name(t): t for t in tasks if t.num_gpu}
+        out = []
+        for name, task in sorted(wanted.items()):
+            for model in sorted(task.models or self.products):
+                alias: dict[str, ty.Any] = {
+                    "name": name, "vendor_id": VENDOR,
+                    "product_id": self.products[model]}
+                if task.is_share:
+                    alias["vgpu_types"] = [share_type(task.gpu_milli)]
+                out.append(json.dumps(alias))
+        return out
+
+
+class Flavors:
+    """A flavor per task shape, and its PCI requests from the real alias
+    and flavor code."""
+
+    def __init__(self, catalog: Catalog, tasks: ty.Iterable[cw.Task]) -> None:
+        tasks = list(tasks)
+        self.catalog = catalog
+        self.conf = cfg.ConfigOpts()
+        pci_conf.register_opts(self.conf)
+        self.conf([], default_config_files=[])
+        self.conf.set_override("alias", catalog.aliases(tasks), group="pci")
+        self._requests: dict[str, list[ty.Any]] = {}
+
+    def key(self, task: cw.Task) -> str:
+        """The flavor's ``pci_passthrough:alias`` (its PCI identity)."""
+        if not task.num_gpu:
+            return ""
+        return "%s:%d" % (self.catalog.alias_name(task), task.num_gpu)
+
+    def requests(self, task: cw.Task) -> list[ty.Any]:
+        key = self.key(task)
+        if key not in self._requests:
+            flavor = {"vcpus": task.cpu_milli / 1000.0,
+                      "memory_mb": task.memory_mib,
+                      "extra_specs": {"pci_passthrough:alias": key}
+                      if key else {}}
+            self._requests[key] = list(request.get_pci_requests_from_flavor(
+                flavor, self.conf).requests)
+        return self._requests[key]
+
+
+class Node:
+    """One compute node: its devices, its pools, its free CPU and RAM."""
+
+    def __init__(self, index: int, spec: cw.NodeSpec, catalog: Catalog,
+                 policy: str, mix: frag.TaskMix | None) -> None:
+        self.spec = spec
+        self.product = catalog.products[spec.model]
+        self.cpu_free, self.ram_free = spec.cpu_milli, spec.memory_mib
+        self.capacity_milli = spec.gpus * cw.MILLI
+        self.used_milli = 0
+        self.compute = stats.PciDeviceStats(placement_policy=policy,
+                                            task_mix=mix)
+        for dev in catalog.gpu_devices(index, spec):
+            self.compute.add_device(pci_device.PciDevice.create(None, dev))
+        self.generation = 0
+        self._report()
+
+    def _report(self) -> None:
+        """What the node reports to the scheduler (pools as dicts)."""
+        self.pools = list(self.compute)
+        self._sched: stats.PciDeviceStats | None = None
+        self._gpus: list[frag.HostGpu] | None = None
+        self.cache: dict[ty.Any, ty.Any] = {}
+        self.generation += 1
+
+    @property
+    def sched(self) -> stats.PciDeviceStats:
+        """The scheduler's view (``HostState.pci_stats``), rebuilt from the
+        last report when first needed."""
+        if self._sched is None:
+            self._sched = stats.PciDeviceStats(stats=self.pools)
+        return self._sched
+
+    @property
+    def gpus(self) -> list[frag.HostGpu]:
+        if self._gpus is None:
+            self._gpus = frag.host_gpus(self.pools)
+        return self._gpus
+
+    def fits(self, task: cw.Task, flavor_key: str,
+             requests: list[ty.Any]) -> bool:
+        """CPU and RAM filters, then the PCI passthrough filter."""
+        if task.cpu_milli > self.cpu_free or task.memory_mib > self.ram_free:
+            return False
+        if not requests:
+            return True
+        key = ("fit", flavor_key)
+        found = self.cache.get(key)
+        if found is None:
+            found = self.cache[key] = self.sched.support_requests(requests)
+        return bool(found)
+
+    def shares_on(self, vgpu_type: str) -> list[str]:
+        """GPUs (addresses) whose reported pools have a free ``vgpu_type``."""
+        return [str(d["address"]) for d in self.pools
+                if d.get("vgpu_type") == vgpu_type and d["count"] > 0]
+
+    def claim(self, task: cw.Task, requests: list[ty.Any]) -> None:
+        """The compute node's claim: pick the GPU(s), mark them claimed."""
+        if requests:
+            for dev in self.compute.consume_requests(requests):
+                dev.status = "claimed"
+                self.compute.update_device(dev)
+        self.cpu_free -= task.cpu_milli
+        self.ram_free -= task.memory_mib
+        self.used_milli += task.total_milli
+        self._report()
+
+
+# -- weighers ----------------------------------------------------------------
+
+Weigher = ty.Callable[[list[Node], cw.Task, str, random.Random], Node]
+
+
+def _best(nodes: list[Node], score: ty.Callable[[Node], ty.Any],
+          rng: random.Random) -> Node:
+    """Highest score; ties drawn at random (the Kubernetes scheduler's
+    selectHost, Nova with host_subset_size > 1 among equals)."""
+    scored = [(score(n), n) for n in nodes]
+    top = max(s for s, _ in scored)
+    tied = [n for s, n in scored if s == top]
+    return tied[0] if len(tied) == 1 else rng.choice(tied)
+
+
+def weigh_random(nodes: list[Node], task: cw.Task, key: str,
+                 rng: random.Random) -> Node:
+    """The paper's Random: any node that passed the filters."""
+    return nodes[rng.randrange(len(nodes))]
+
+
+def pin_random_gpu(node: Node, task: cw.Task, requests: list[ty.Any],
+                   rng: random.Random) -> list[ty.Any]:
+    """The paper's Random GPU choice for a share: one GPU drawn among those
+    that can host it, named in the request spec (``address``, as a
+    device_spec could) so that ``consume_requests`` takes that one."""
+    if not task.is_share:
+        return requests
+    choices = node.shares_on(share_type(task.gpu_milli))
+    address = choices[rng.randrange(len(choices))]
+    pinned = []
+    for r in requests:
+        r = r.obj_clone()
+        r.spec = [dict(s, address=address) for s in r.spec
+                  if s.get("product_id") == node.product]
+        pinned.append(r)
+    return pinned
+
+
+def _bestfit_raw(n: Node, task: cw.Task) -> int:
+    left = (0.5 * (n.cpu_free - task.cpu_milli) / MAX_SPEC_CPU
+            + 0.5 * (n.capacity_milli - n.used_milli - task.total_milli)
+            / MAX_SPEC_GPU)
+    return int((1.0 - left) * MAX_SCORE)
+
+
+def _normalised(raw: list[int]) -> list[int]:
+    lo, hi = min(raw), max(raw)
+    if hi == lo:
+        return [0] * len(raw)
+    return [(r - lo) * MAX_SCORE // (hi - lo) for r in raw]
+
+
+def weigh_bestfit(nodes: list[Node], task: cw.Task, key: str,
+                  rng: random.Random) -> Node:
+    """The paper's BestFit: least CPU and GPU left after the task (equal
+    weights, normalised by 128 CPUs and 8 GPUs), integer scores 0-100."""
+    scores = _normalised([_bestfit_raw(n, task) for n in nodes])
+    by_node = dict(zip(map(id, nodes), scores))
+    return _best(nodes, lambda n: by_node[id(n)], rng)
+
+
+def _kind_of(task: cw.Task, catalog_shares: bool = True
+             ) -> tuple[str | None, int]:
+    if task.is_share:
+        return share_type(task.gpu_milli), 1
+    return None, task.num_gpu
+
+
+class FragmentationWeigher:
+    """Our host weigher: least growth of expected fragmentation
+    (:func:`pci_vgpu.fragmentation.host_delta`), ties to the fuller host.
+
+    The GPU part is cached per host state and flavor.  The CPU part, the
+    host's free GPU share that GPU tasks can no longer use once the task
+    takes its CPU, is a step function of the host's free CPU over the
+    workload's GPU tasks (what ``host_fragmentation`` computes with
+    ``cpu_free``, in closed form: a bisect per host instead of a pass over
+    the kinds).
+    """
+
+    def __init__(self, mix: frag.TaskMix,
+                 tasks: ty.Sequence[cw.Task] = ()) -> None:
+        self.mix = mix
+        cpus = sorted(t.cpu_milli for t in tasks if t.num_gpu)
+        self._cpus = cpus
+        self._n = len(cpus)
+
+    def _cpu_lost(self, cpu_free: int) -> float:
+        """Share of GPU tasks that want more CPU than ``cpu_free``."""
+        if not self._n:
+            return 0.0
+        return (self._n - bisect.bisect_right(self._cpus, cpu_free)) / self._n
+
+    def delta(self, n: Node, task: cw.Task, key: str) -> float:
+        cached = n.cache.get(("frag", key))
+        if cached is None:
+            vtype, count = _kind_of(task)
+            found = frag.host_delta(n.gpus, vtype, count, self.mix)
+            cached = n.cache[("frag", key)] = (
+                found if found is not None else float("inf"))
+        free_after = (n.capacity_milli - n.used_milli - task.total_milli
+                      ) / cw.MILLI
+        cpu = (self._cpu_lost(n.cpu_free - task.cpu_milli)
+               - self._cpu_lost(n.cpu_free)) * free_after
+        return ty.cast(float, cached) + cpu
+
+    def __call__(self, nodes: list[Node], task: cw.Task, key: str,
+                 rng: random.Random) -> Node:
+        return _best(nodes, lambda n: (-round(self.delta(n, task, key), 9),
+                                       _bestfit_raw(n, task)), rng)
+
+
+def weigh_pack(nodes: list[Node], task: cw.Task, key: str,
+               rng: random.Random) -> Node:
+    """GPU-aware packing: the host with the least free GPU share left."""
+    return _best(nodes, lambda n: n.used_milli - n.capacity_milli, rng)
+
+
+def weigh_spread(nodes: list[Node], task: cw.Task, key: str,
+                 rng: random.Random) -> Node:
+    """GPU-aware spreading: the host with the most free GPU share."""
+    return _best(nodes, lambda n: n.capacity_milli - n.used_milli, rng)
+
+
+def weigh_nova(nodes: list[Node], task: cw.Task, key: str,
+               rng: random.Random) -> Node:
+    """Nova's default weighers that see these hosts: RAMWeigher and
+    CPUWeigher (multiplier 1.0, each normalised to 0..1 over the hosts,
+    most free first); nothing GPU-aware."""
+    def norm(values: list[int]) -> list[float]:
+        lo, hi = min(values), max(values)
+        return [0.0 if hi == lo else (v - lo) / (hi - lo) for v in values]
+    ram = norm([n.ram_free for n in nodes])
+    cpu = norm([n.cpu_free for n in nodes])
+    weight = {id(n): r + c for n, r, c in zip(nodes, ram, cpu)}
+    return _best(nodes, lambda n: weight[id(n)], rng)
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """A scheduling policy: a host weigher and an in-host GPU choice."""
+
+    name: str
+    doc: str
+    in_host: str
+    weigher: ty.Callable[[frag.TaskMix, ty.Sequence[cw.Task]], Weigher]
+    #: Draw the GPU of a share at random (the paper's Random), else the
+    #: node's in-host policy chooses.
+    random_gpu: bool = False
+
+
+POLICIES: dict[str, Policy] = {p.name: p for p in (
+    Policy("random", "paper's Random: any fitting host, any fitting GPU",
+           capacity.PACK, lambda mix, tasks: weigh_random, random_gpu=True),
+    Policy("bestfit", "paper's BestFit: least CPU+GPU left; in-host pack "
+           "(= best-fit GPU)", capacity.PACK, lambda mix, tasks: weigh_bestfit),
+    Policy("ours", "fragmentation weigher + in-host fragmentation policy",
+           frag.FRAGMENTATION, FragmentationWeigher),
+    Policy("pack", "fullest-GPU host first; in-host pack", capacity.PACK,
+           lambda mix, tasks: weigh_pack),
+    Policy("spread", "emptiest-GPU host first; in-host spread",
+           capacity.SPREAD, lambda mix, tasks: weigh_spread),
+    Policy("nova", "Nova today: RAM+CPU weighers; in-host pack in address "
+           "order", capacity.PACK, lambda mix, tasks: weigh_nova),
+)}
+
+
+def task_mix(tasks: ty.Iterable[cw.Task], products: dict[str, str]
+             ) -> frag.TaskMix:
+    """The kinds of GPU tasks in a task list, weighted by how often they
+    appear (the paper's "typical pods", GPU part)."""
+    counts: dict[tuple[ty.Any, ...], int] = {}
+    for t in tasks:
+        if not t.num_gpu:
+            continue
+        vtype, count = _kind_of(t)
+        models = frozenset(products[m] for m in t.models
+                           if m in products) if t.models else None
+        k = (vtype, count, models)
+        counts[k] = counts.get(k, 0) + 1
+    return frag.TaskMix(tuple(
+        frag.TaskKind(v, c, m, float(w))
+        for (v, c, m), w in sorted(counts.items(), key=lambda kv: repr(kv))))
+
+
+# -- replay ------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Curve:
+    """Arrived and allocated GPU milli after each task, and the fails."""
+
+    capacity_milli: int
+    arrived: list[int] = dataclasses.field(default_factory=list)
+    used: list[int] = dataclasses.field(default_factory=list)
+    failed: int = 0
+
+    def ratio_at(self, percent: int) -> float | None:
+        """Allocation ratio (% of GPUs) when ``percent`` % has arrived:
+        mean over the tasks whose arrival rounds to it (the simulator's
+        merge_alloc_discrete), else over percent +- 1."""
+        for width in (0, 1):
+            picked = [u for a, u in zip(self.arrived, self.used)
+                      if abs(round(100.0 * a / self.capacity_milli)
+                             - percent) <= width]
+            if picked:
+                return 100.0 * sum(picked) / len(picked) / self.capacity_milli
+        return None
+
+
+def build_nodes(specs: ty.Sequence[cw.NodeSpec], catalog: Catalog,
+                policy: Policy, mix: frag.TaskMix) -> list[Node]:
+    return [Node(i, s, catalog, policy.in_host, mix)
+            for i, s in enumerate(specs)]
+
+
+def replay(nodes: list[Node], tasks: ty.Iterable[cw.Task], flavors: Flavors,
+           weigher: Weigher, seed: int, random_gpu: bool = False) -> Curve:
+    """Schedule every task in order; returns the allocation curve."""
+    rng = random.Random(seed)
+    curve = Curve(sum(n.capacity_milli for n in nodes))
+    arrived = used = 0
+    for task in tasks:
+        arrived += task.total_milli
+        key, reqs = flavors.key(task), flavors.requests(task)
+        able = [n for n in nodes if n.fits(task, key, reqs)]
+        if able:
+            node = weigher(able, task, key, rng)
+            node.claim(task, pin_random_gpu(node, task, reqs, rng)
+                       if random_gpu else reqs)
+            used += task.total_milli
+        else:
+            curve.failed += 1
+        curve.arrived.append(arrived)
+        curve.used.append(used)
+    return curve
+
+
+# -- scale ---------------------------------------------------------------------
+
+
+def time_one_request(specs: ty.Sequence[cw.NodeSpec],
+                     tasks: ty.Sequence[cw.Task], sharing: str, factor: int,
+                     fill: float = 0.5, repeats: int = 3
+                     ) -> tuple[int, float, float]:
+    """Uncached cost of scheduling one task over ``factor`` x the nodes.
+
+    The cluster is filled to ``fill`` of its GPU capacity (BestFit, seed
+    42), its reports are copied ``factor`` times, and each timed request
+    runs the filters (CPU, RAM, ``support_requests`` on every host's
+    scheduler-side pools) and our weigher over every passing host, with
+    no cache.  Returns (hosts, ms per request, us of PCI check per host);
+    medians over ``repeats`` of three requests (a share, one GPU, 8 GPUs).
+    """
+    catalog = Catalog.build(specs, tasks, sharing)
+    mix = task_mix(tasks, catalog.products)
+    flavors = Flavors(catalog, tasks)
+    nodes = build_nodes(specs, catalog, POLICIES["bestfit"], mix)
+    total = sum(n.capacity_milli for n in nodes)
+    replay(nodes, cw.arrivals(tasks, total, 42, fill), flavors,
+           weigh_bestfit, 42)
+    hosts = [(n, stats.PciDeviceStats(stats=n.pools))
+             for _ in range(factor) for n in nodes]
+    probes = [t for t in (
+        next((t for t in tasks if t.is_share), None),
+        next((t for t in tasks if t.num_gpu == 1 and not t.is_share), None),
+        next((t for t in tasks if t.num_gpu == 8), None)) if t is not None]
+    per_request, per_node = [], []
+    for _ in range(repeats):
+        for task in probes:
+            reqs = flavors.requests(task)
+            start = time.perf_counter()
+            pci_time = 0.0
+            able = []
+            for n, sched in hosts:
+                if task.cpu_milli > n.cpu_free or \
+                        task.memory_mib > n.ram_free:
+                    continue
+                t0 = time.perf_counter()
+                ok = sched.support_requests(reqs)
+                pci_time += time.perf_counter() - t0
+                if ok:
+                    able.append(n)
+            for n in able:
+                vtype, count = _kind_of(task)
+                frag.host_delta(frag.host_gpus(n.pools), vtype, count, mix)
+            per_request.append(time.perf_counter() - start)
+            per_node.append(pci_time / len(hosts))
+    return (len(hosts), 1000 * statistics.median(per_request),
+            1e6 * statistics.median(per_node))
