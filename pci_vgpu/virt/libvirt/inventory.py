@@ -224,31 +224,29 @@ def build(nodes: ty.Sequence[nodedev.Node],
         vf_names.update(state.creatable if state else {})
     devices: list[Device] = []
     reported: set[str] = set()
+
+    def keep(dev: Device, dev_id: str) -> None:
+        if dev_filter is not None:
+            # The spec may add tags (managed, live_migratable) and narrow
+            # the vGPU types it offers.
+            filtered = dev_filter.filter_device(dev)
+            if filtered is None:
+                return
+            dev = filtered
+        devices.append(dev)
+        reported.add(dev_id)
+
     for node in sorted(pcis.values(), key=lambda n: n.address):
         dev = _base(node)
         if node.mdev_types:
             dev.update(_mdev_parent_fields(node, existing[node.dev_id], root, memory))
         elif (state := vf_states.get(node.address)) is not None:
             dev.update(nvidia_vf.vgpu_fields(state, vf_names))
-        if dev_filter is not None:
-            # The spec may add tags (managed, live_migratable) and narrow
-            # the vGPU types it offers.
-            filtered = dev_filter.filter_device(dev)
-            if filtered is None:
-                continue
-            dev = filtered
-        devices.append(dev)
-        reported.add(node.dev_id)
+        keep(dev, node.dev_id)
     for virtual in sorted(virtuals.values(), key=lambda n: n.name):
         dev = _base(virtual)
         dev.update(_mdev_parent_fields(virtual, existing[virtual.dev_id], root, memory))
-        if dev_filter is not None:
-            filtered = dev_filter.filter_device(dev)
-            if filtered is None:
-                continue
-            dev = filtered
-        devices.append(dev)
-        reported.add(virtual.dev_id)
+        keep(dev, virtual.dev_id)
     parents: dict[str, Parent] = {**pcis, **virtuals}
     for mdev in sorted(mdevs, key=lambda m: m.mdev_uuid):
         if mdev.parent_dev_id in reported:
