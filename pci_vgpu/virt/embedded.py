@@ -61,9 +61,21 @@ def guard(directory: str, what: str, action: ty.Callable[[], ty.Any]) -> ty.Any:
             what, exc.strerror or exc)) from exc
 
 
+#: Ends the name of a file :func:`replace_file` has not renamed yet.
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is a write a ``kill -9`` interrupted before its rename.
+
+    Such a file was never committed: a reader must not take it for state.
+    """
+    return name.endswith(TEMPORARY_SUFFIX)
+
+
 def replace_file(path: str, text: str) -> None:
     """Write ``text`` to ``path`` atomically (a temporary file, then rename)."""
-    tmp = "%s.%d.tmp" % (path, os.getpid())
+    tmp = "%s.%d%s" % (path, os.getpid(), TEMPORARY_SUFFIX)
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
     os.replace(tmp, path)

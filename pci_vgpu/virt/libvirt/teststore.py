@@ -148,6 +148,8 @@ class HostStore:
             return configs
         for parent in sorted(os.listdir(self._configs_dir)):
             for name in sorted(os.listdir(os.path.join(self._configs_dir, parent))):
+                if embedded.is_temporary(name):
+                    continue  # removed by the next save
                 config = _read_config(os.path.join(self._configs_dir, parent, name), parent)
                 if config is not None:
                     configs[name.lower()] = config

@@ -100,6 +100,22 @@ def test_defined_mdevs_are_mdevctl_configs_and_survive_a_reboot(tmp_path):
     assert mdev.NodedevBackend(one).list() == [mdev.Mdev(UUID1, "nvidia-222", T4)]
 
 
+def test_a_config_write_killed_before_its_rename_is_not_an_mdev(tmp_path):
+    """kill -9 between replace_file's write and its rename leaves a complete
+    temporary file beside the configs; it was never committed (found by the
+    fault suite: reconcile took it for an orphan mdev named <uuid>.<pid>.tmp)."""
+    one, _ = _two(tmp_path)
+    mdev.NodedevBackend(one).create(T4, "nvidia-222", UUID1)
+    store = _store(tmp_path)
+    folder = os.path.join(store.directory, "mdevctl.d", T4)
+    shutil.copy(os.path.join(folder, UUID1), os.path.join(folder, UUID2 + ".4242.tmp"))
+    assert set(store.read_configs()) == {UUID1}
+    three = testseam.TestDriverSeam.open_stored(_store(tmp_path))  # a later process
+    assert mdev.NodedevBackend(three).list() == [mdev.Mdev(UUID1, "nvidia-222", T4)]
+    mdev.NodedevBackend(three).remove(UUID1, T4)  # the next save sweeps the leftover
+    assert not os.path.exists(folder)
+
+
 def test_the_saved_host_is_a_test_driver_host_file(tmp_path):
     one, _ = _two(tmp_path)
     mdev.NodedevBackend(one).create(T4, "nvidia-222", UUID1)
