@@ -22,9 +22,8 @@ from tests.kernel.debian import lab
 
 pytestmark = pytest.mark.kernel
 
-# No device_spec: [pci] device_spec cannot name a parent that has no PCI
-# address (measured: "slot 'mtty' in 'mtty' is not a hex number"); an
-# orphan is found from the host's mdevs, not from the pools.
+# The orphan needs no device_spec: it is found from the host's mdevs, not
+# from the pools.
 CONF = """
 [libvirt]
 mdev_backend = nodedev
@@ -93,7 +92,7 @@ def test_reconcile_apply_recreates_a_missing_mdev_with_its_uuid(tracked_cli, tmp
         assert (vgpu["parent_addr"], vgpu["vgpu_type"], vgpu["numa_node"]) == (
             lab.MTTY, "mtty-2", None)
         assert lab.sysfs_mdev_type(mdev_uuid) == "mtty-2"
-        # Behind pci-vgpu's back: the guest stops (a mdev in use cannot be
+        # Behind pci-vgpu's back: the guest stops (an mdev in use cannot be
         # removed), its mdev is destroyed and undefined through libvirt.
         drv.conn.lookupByUUIDString(server["uuid"]).destroy()
         node = drv.conn.nodeDeviceLookupByName(lab.mdev_node_name(mdev_uuid))
