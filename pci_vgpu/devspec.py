@@ -18,6 +18,17 @@ vGPU additions:
   GPU (the pools count a type not offered as foreign and never hand it out),
   and dropping it from the report would let a claim over-commit the GPU.
 
+A virtual mdev parent (the kernel's ``mtty``, ``mdpy``, ``mbochs`` samples:
+a device under ``/sys/class/mdev_bus`` that is no PCI function) is named by
+its kernel name, ``{"mdev_parent": "mtty", "vgpu_types": ["mtty-2"]}``, in a
+key of its own rather than in ``address``: ``address`` keeps Nova's meaning
+(a PCI address glob, which ``mtty`` is not), and a spec that names a PCI GPU
+never admits a virtual parent or the reverse.  ``mdev_parent`` cannot be
+combined with ``address``, ``devname``, ``vendor_id`` or ``product_id``
+(such a parent has none; the driver reports it with the ``ffff`` placeholder
+ids, see ``doc/contract.rst``), and a PCI address in it is refused with a
+pointer to ``address``.  It admits the parent and its mdevs.
+
 A spec giving a PF's exact address also admits its VFs (Nova's rule; the
 VF's ``parent_addr`` names its PF, so no sysfs look-up is needed).  ``devname`` matches the ``devname`` key of
 a device dict rather than resolving a netdev through sysfs.
@@ -46,10 +57,19 @@ _ADDRESS_FIELDS = (("domain", 0xFFFF, 4), ("bus", 0xFF, 2),
 _ADDRESS_RE = re.compile(
     r"([0-9a-fA-F]{4}):([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])")
 _BOOL_TAGS = ("managed", "live_migratable", "one_time_use")
+#: A virtual mdev parent's kernel name: what ``/sys/class/mdev_bus`` shows.
+#: At most 12 characters because the tracker stores it where a PCI address
+#: goes (``pci_devices.address`` and ``parent_addr`` are String(12), Nova's
+#: width), and a longer name would fail there on MariaDB and PostgreSQL.
+#: The characters are those ``virt.libvirt.names.mdev_parent`` accepts.
+_MDEV_PARENT_RE = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,11}")
+#: Keys a virtual parent does not have, so an ``mdev_parent`` spec refuses.
+_NOT_WITH_MDEV_PARENT = ("vendor_id", "product_id", "address", "devname")
 #: Keys a spec may have: Nova's matching keys and tags, plus ``vgpu_types``.
 #: Nova takes any other key as a tag, which no alias can ask for: almost
 #: always a typo (``vendorid``), so ``config check`` reports it.
-KNOWN_KEYS = ("vendor_id", "product_id", "address", "devname", "vgpu_types",
+KNOWN_KEYS = ("vendor_id", "product_id", "address", "devname", "mdev_parent",
+              "vgpu_types",
               "physical_network", "trusted", "remote_managed", "managed",
               "live_migratable", "one_time_use", "resource_class", "traits")
 #: Tags copied from the spec onto a matched device dict (Nova's).
@@ -150,6 +170,9 @@ class PciDeviceSpec:
         self.product_id = _hex_field("product_id", _id_string(
             "product_id", tags.pop("product_id", ANY), label), 0xFFFF, 4, label)
         self.devname: str | None = tags.pop("devname", None)
+        #: Kernel name of the virtual mdev parent this spec names, or None.
+        self.mdev_parent = _mdev_parent(tags.pop("mdev_parent", None),
+                                        dev_spec, label)
         address = tags.pop("address", None)
         if address is not None and self.devname:
             raise exception.PciDeviceInvalidDeviceName(spec=label)
@@ -175,6 +198,11 @@ class PciDeviceSpec:
                                         str(dev.get("product_id")).lower()))
 
     def _place_matches(self, dev: ty.Mapping[str, ty.Any]) -> bool:
+        if self.mdev_parent is not None:
+            # The parent reports its name as its address; its mdevs name it
+            # in parent_addr.  No PCI address is ever equal to such a name.
+            return bool(self.mdev_parent in (dev.get("address"),
+                                             dev.get("parent_addr")))
         if self.devname:
             return bool(dev.get("devname") == self.devname)
         address = dev.get("address") or dev.get("parent_addr")
@@ -225,6 +253,35 @@ def _id_string(name: str, value: ty.Any, label: str) -> str:
         raise exception.PciConfigInvalidSpec(
             reason="%s %r in %s is not a string; write it as a string of 4 hex "
                    "digits, e.g. \"10de\"" % (name, value, label))
+    return value
+
+
+def _mdev_parent(value: ty.Any, dev_spec: dict[str, ty.Any],
+                 label: str) -> str | None:
+    """The ``mdev_parent`` of a spec, checked (see the module doc).
+
+    :raises: PciConfigInvalidSpec naming the value and what is allowed.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str) and _ADDRESS_RE.fullmatch(value):
+        raise exception.PciConfigInvalidSpec(
+            reason="mdev_parent %r in %s is a PCI address; name a PCI GPU "
+                   "with \"address\" and keep mdev_parent for a parent that "
+                   "is no PCI device, such as \"mtty\"" % (value, label))
+    if not isinstance(value, str) or not _MDEV_PARENT_RE.fullmatch(value) \
+            or ".." in value:
+        raise exception.PciConfigInvalidSpec(
+            reason="mdev_parent %r in %s is not a virtual mdev parent's "
+                   "kernel name: expected 1-12 lower-case letters, digits, "
+                   "'_', '.', ':' or '-' as under /sys/class/mdev_bus, such as "
+                   "\"mtty\"" % (value, label))
+    clashing = [key for key in _NOT_WITH_MDEV_PARENT if key in dev_spec]
+    if clashing:
+        raise exception.PciConfigInvalidSpec(
+            reason="mdev_parent %r in %s cannot be combined with %s: a "
+                   "virtual mdev parent has no PCI address, vendor, product "
+                   "or netdev" % (value, label, ", ".join(clashing)))
     return value
 
 

@@ -292,6 +292,10 @@ class DeviceBook:
             p.free.pop(key, None)
 
     def _whole_state(self, key: str, dev: ty.Any, parent_busy: bool) -> str:
+        if pd.extra(dev, "virtual_parent") == "true":
+            # A virtual mdev parent (the kernel's mtty) hosts vGPUs but is
+            # no device a guest could be given (no PCI function to pass).
+            return capacity.WHOLE_ABSENT
         status = pd.attr(dev, "status")
         contrib = self._contrib.get(key)
         if contrib is not None and contrib.in_use and contrib.gpu == key:

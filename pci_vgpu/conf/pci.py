@@ -41,7 +41,9 @@ Which host devices may be given to guests.  Each value is a JSON object (or a
 list of them) with Nova's keys: ``vendor_id``, ``product_id``, ``address``
 (glob string or regex dict), ``devname`` and tags.  An mdev has no PCI
 address: it matches through its parent GPU's address, and a spec may narrow
-it with ``"vgpu_types": [...]``.
+it with ``"vgpu_types": [...]``.  An mdev parent that is no PCI device (the
+kernel's mtty sample) is named by its kernel name, alone:
+``{"mdev_parent": "mtty"}``.
 """),
     cfg.StrOpt(
         "placement_policy",

@@ -175,3 +175,81 @@ def test_pf_exact_address_admits_its_vfs_only():
     # Only a VF's parent counts, and only for an exact PF address.
     assert not wl.device_assignable(dict(fake_vf, dev_type="type-PCI"))
     assert not _wl({"address": "0000:81:00.*"}).device_assignable(fake_vf)
+
+
+# -- a virtual mdev parent, named by mdev_parent ---------------------------
+# What the libvirt inventory reports for the kernel's mtty sample: its kernel
+# name where a GPU's PCI address goes, the placeholder ids, no NUMA node.
+fake_mtty = {"address": "mtty", "vendor_id": "ffff", "product_id": "ffff",
+             "dev_type": "type-PCI", "numa_node": None, "virtual_parent": True,
+             "vgpu_types": {"mtty-1": {"name": "Single port serial"},
+                            "mtty-2": {"name": "Dual port serial"}}}
+fake_mtty_mdev = {"address": None, "parent_addr": "mtty",
+                  "vendor_id": "ffff", "product_id": "ffff",
+                  "dev_type": "mdev", "mdev_type": "mtty-2",
+                  "mdev_uuid": "5c482120-1b54-4048-85b3-a6a62d165c01"}
+
+
+def test_mdev_parent_admits_the_named_parent_and_its_mdevs_only():
+    wl = _wl({"mdev_parent": "mtty"})
+    assert wl.device_assignable(fake_mtty) is not None
+    assert wl.device_assignable(fake_mtty_mdev) is not None
+    for other in (fake_gpu, fake_mdev, fake_vf,
+                  dict(fake_mtty, address="mdpy"),
+                  dict(fake_mtty_mdev, parent_addr="mdpy")):
+        assert wl.device_assignable(other) is None
+
+
+@pytest.mark.parametrize("spec", [
+    {}, {"address": "*:*:*.*"}, {"vendor_id": "ffff", "product_id": "ffff"},
+    {"address": {"bus": ".*"}},
+])
+def test_pci_specs_never_admit_a_virtual_parent(spec):
+    # Its "address" is a name: no PCI address glob or regex can match it,
+    # not even one that names the placeholder ids.
+    wl = _wl(spec)
+    assert wl.device_assignable(fake_mtty) is None
+    assert wl.device_assignable(fake_mtty_mdev) is None
+
+
+def test_mdev_parent_narrows_types_and_is_not_a_tag():
+    wl = _wl({"mdev_parent": "mtty", "vgpu_types": ["Dual port serial"]})
+    assert list(wl.filter_device(fake_mtty)["vgpu_types"]) == ["mtty-2"]
+    [spec] = wl.specs
+    assert (spec.mdev_parent, spec.get_tags(), spec.unknown_keys) == ("mtty", {}, [])
+
+
+def test_mdev_parent_matches_tracked_objects():
+    wl = _wl({"mdev_parent": "mtty"})
+    parent = objects.PciDevice.create(None, dict(fake_mtty))
+    mdev = objects.PciDevice.create(None, dict(fake_mtty_mdev))
+    assert wl.get_devspec(parent) is not None
+    assert wl.get_devspec(mdev) is not None
+    assert (parent.address, parent.numa_node, mdev.parent_addr) == ("mtty", None, "mtty")
+
+
+BAD_MDEV_PARENT_SPECS = [
+    ({"mdev_parent": "0000:41:00.0"}, ["'0000:41:00.0'", "is a PCI address", '"address"']),
+    ({"mdev_parent": "MTTY"}, ["'MTTY'", "kernel name", "/sys/class/mdev_bus"]),
+    ({"mdev_parent": "../mtty"}, ["'../mtty'", "kernel name"]),
+    ({"mdev_parent": "m..y"}, ["'m..y'", "kernel name"]),
+    ({"mdev_parent": "a-very-long-name"}, ["'a-very-long-name'", "1-12"]),
+    ({"mdev_parent": ""}, ["''", "kernel name"]),
+    ({"mdev_parent": ["mtty"]}, ["['mtty']", "kernel name"]),
+    ({"mdev_parent": "mtty", "address": "*:41:00.0"},
+     ["'mtty'", "cannot be combined with address", "no PCI address"]),
+    ({"mdev_parent": "mtty", "vendor_id": "ffff", "product_id": "ffff"},
+     ["cannot be combined with vendor_id, product_id"]),
+    ({"mdev_parent": "mtty", "devname": "eth0"}, ["cannot be combined with devname"]),
+    ({"mdev_parent": "mtty", "vgpu_types": []}, ["vgpu_types []", "non-empty list"]),
+]
+
+
+@pytest.mark.parametrize("spec,words", BAD_MDEV_PARENT_SPECS)
+def test_bad_mdev_parent_is_one_line_naming_the_value(spec, words):
+    with pytest.raises(exception.PciConfigInvalidSpec) as err:
+        _wl(spec)
+    message = str(err.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message

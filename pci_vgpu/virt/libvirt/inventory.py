@@ -15,6 +15,7 @@ import typing as ty
 
 import libvirt
 
+from pci_vgpu import mdev_parents
 from pci_vgpu import sysfs as sysfs_mod
 from pci_vgpu.virt import report
 from pci_vgpu.virt.libvirt import nodedev
@@ -75,11 +76,22 @@ def read_nodes(conn: ty.Any) -> list[nodedev.Node]:
 Parent = ty.Union[nodedev.PciNode, nodedev.VirtualParentNode]
 
 
+#: vendor_id and product_id of a virtual mdev parent, which has neither.
+#: 0xffff is what a PCI configuration read returns for an absent function;
+#: the PCI-SIG never assigns it, so it cannot be mistaken for a real device's
+#: id, and it keeps the tracker's records (vendor and product NOT NULL, as
+#: in Nova) and pools (keyed by them) valid without a schema change.
+NO_PCI_ID = "ffff"
+
+
 def _base(node: Parent) -> Device:
     if isinstance(node, nodedev.VirtualParentNode):
-        # Named, not addressed: no vendor, product, NUMA node or IOMMU group.
-        return {"dev_id": node.dev_id, "address": node.name, "vendor_id": None,
-                "product_id": None, "numa_node": None, "label": None,
+        # Named, not addressed: the kernel name stands where the PCI address
+        # of a GPU goes (the mdevs' parent_addr names it); no NUMA node or
+        # IOMMU group.  Only ``mdev_parent`` in device_spec admits it.
+        return {"dev_id": node.dev_id, "address": node.name, "vendor_id": NO_PCI_ID,
+                "product_id": NO_PCI_ID, "numa_node": None,
+                "label": "label_%s_%s" % (NO_PCI_ID, NO_PCI_ID),
                 "dev_type": "type-PCI", "parent_addr": None, "iommu_group": None,
                 "virtual_parent": True}
     return {
@@ -105,13 +117,33 @@ def _type_attr(root: sysfs_mod.SysfsRoot, node: Parent, type_id: str,
         return None
 
 
+def _virtual_sharing(root: sysfs_mod.SysfsRoot, node: Parent) -> str | None:
+    """A virtual parent's sharing rule, known by its sysfs subsystem.
+
+    The kernel's samples share one budget among their types (mtty: 24
+    ports); observing an empty mtty would call it one-type and lock its
+    other type out as soon as one mdev exists.  None for a PCI GPU (its
+    vendor's rule applies) or an unknown subsystem.
+    """
+    if not isinstance(node, nodedev.VirtualParentNode):
+        return None
+    try:
+        subsystem = root.link_name(root.mdev_parent(node.name, "subsystem"))
+    except (sysfs_mod.SysfsReadFailed, sysfs_mod.SysfsPathInvalid):
+        # An unreadable link must not sink inventory: observe instead.
+        LOG.debug("Cannot read the subsystem of mdev parent %(name)s", {"name": node.name})
+        return None
+    return mdev_parents.SUBSYSTEM_SHARING.get(subsystem or "")
+
+
 def _mdev_parent_fields(node: Parent, existing: ty.Mapping[str, int],
                         root: sysfs_mod.SysfsRoot,
                         memory: sharing.MaxMemory) -> Device:
     available = {t.type_id: t.available for t in node.mdev_types}
     vendor_id = getattr(node, "vendor_id", "")
     address = _base(node)["address"]
-    sharing_rule = sharing.decide_sharing(vendor_id, available, existing)
+    sharing_rule = (_virtual_sharing(root, node)
+                    or sharing.decide_sharing(vendor_id, available, existing))
     types: dict[str, dict[str, ty.Any]] = {}
     for mtype in node.mdev_types:
         description = _type_attr(root, node, mtype.type_id, "description")

@@ -80,9 +80,10 @@ def make_driver(state: str, specs: ty.Sequence[str] = (),
 class AllocatedMdev:
     """An mdev device as the tracker hands it to the driver.
 
-    The driver reads only these fields (``devices.view``).  A real
-    ``PciDevice`` cannot carry it yet: its ``vendor_id`` is not nullable and
-    the mtty parent has no vendor.
+    The driver reads only these fields (``devices.view``).  The driver
+    tests hand it these rather than tracker records so that they need no
+    database; the tracker's own path (``[pci] device_spec`` naming ``mtty``,
+    ``server create``) is ``boot1/test_cli_reconcile.py``.
     """
 
     mdev_uuid: str

@@ -14,6 +14,7 @@ import libvirt
 import pytest
 
 from pci_vgpu.virt import exception
+from pci_vgpu.virt.libvirt import inventory
 from tests.kernel.debian import lab
 
 pytestmark = pytest.mark.kernel
@@ -41,8 +42,12 @@ def _types(entry):
 def test_inventory_reports_mttys_types_and_counts_as_sysfs(drv):
     entry = _mtty_entry(drv)
     assert entry["dev_id"] == lab.MTTY_NODE
-    # A virtual parent: named, with no PCI identity and no NUMA node.
-    assert (entry["vendor_id"], entry["product_id"], entry["numa_node"]) == (None, None, None)
+    # A virtual parent: named, with no PCI identity (the never-assigned
+    # placeholder id) and no NUMA node; its ports are one budget, as its
+    # sysfs subsystem (mtty) says.
+    assert (entry["vendor_id"], entry["product_id"], entry["numa_node"]) == (
+        inventory.NO_PCI_ID, inventory.NO_PCI_ID, None)
+    assert (entry["virtual_parent"], entry["vgpu_sharing"]) == (True, "budget")
     assert _types(entry) == lab.sysfs_types(lab.MTTY) == {
         "mtty-1": ("Single port serial", 24), "mtty-2": ("Dual port serial", 12)}
     assert {e["max"] for e in entry["vgpu_types"].values()} == {24, 12}
