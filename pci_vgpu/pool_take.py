@@ -71,17 +71,14 @@ class DeviceTaker:
         # of the cost (see _prevalidated).
         mdev_uuid, record_uuid = random_uuids(2)
         vendor_id, product_id, numa_node, label = _INHERITED(gpu)
-        fields: dict[str, ty.Any] = dict(
-            dev_type=pd.MDEV, address=None, parent_addr=gpu_key,
-            vendor_id=vendor_id, product_id=product_id, numa_node=numa_node,
-            label=label, mdev_uuid=mdev_uuid,
-            extra_info={"vgpu_type": vgpu_type},
-            status=pd.AVAILABLE, uuid=record_uuid,
-            request_id=request_id)
+        values = (pd.MDEV, None, gpu_key, vendor_id, product_id, numa_node,
+                  label, mdev_uuid, {"vgpu_type": vgpu_type}, pd.AVAILABLE,
+                  record_uuid, request_id)
         node = pd.attr(gpu, "compute_node_id")
-        if node is not None:
-            fields["compute_node_id"] = node
-        return _prevalidated(_device_class(), fields)
+        if node is None:
+            return _prevalidated(_device_class(), _MDEV_FIELDS, values)
+        return _prevalidated(_device_class(), _MDEV_FIELDS_ON_NODE,
+                             values + (node,))
 
     def _hold(self, key: str, dev: ty.Any, request_id: str | None,
               whole: bool, created: bool = False,
@@ -131,8 +128,10 @@ def _set_vgpu_type(dev: ty.Any, vgpu_type: str | None) -> None:
     dev.extra_info = info
 
 
-def _prevalidated(cls: ty.Any, values: dict[str, ty.Any]) -> ty.Any:
-    """``cls(**values)`` for values that are already of their fields' types.
+def _prevalidated(cls: ty.Any, names: tuple[str, ...],
+                  values: tuple[ty.Any, ...]) -> ty.Any:
+    """``cls(**dict(zip(names, values)))`` for values that are already of
+    their fields' types.
 
     The mdev's values are copied from its GPU (set, so coerced, when the GPU
     was tracked), constants, and UUIDs we just generated: coercing them
@@ -141,20 +140,25 @@ def _prevalidated(cls: ty.Any, values: dict[str, ty.Any]) -> ty.Any:
     ``warnings.catch_warnings``).  So each value is stored where the field's
     setter stores it (:func:`pd.stored_name`) and recorded as changed, as
     the setter does, and nothing else differs: a unit test pins the result
-    (values and ``obj_what_changed()``) to ``cls(**values)``.
+    (values and ``obj_what_changed()``) to the constructor's.
     """
     dev = cls()
-    names = tuple(values)
     stored = _STORED_NAMES.get(names)
-    if stored is None:  # one entry per set of field names (two, in practice)
+    if stored is None:  # one entry per tuple of field names (two here)
         stored = _STORED_NAMES[names] = tuple(map(pd.stored_name, names))
-    vars(dev).update(zip(stored, values.values()))
+    vars(dev).update(zip(stored, values))
     dev._changed_fields.update(names)
     return dev
 
 
 #: field names -> where a versioned object stores each (see _prevalidated).
 _STORED_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
+#: The fields a new mdev is born with, in _new_mdev's order (and its
+#: compute node's id when its GPU has one).
+_MDEV_FIELDS = ("dev_type", "address", "parent_addr", "vendor_id",
+                "product_id", "numa_node", "label", "mdev_uuid",
+                "extra_info", "status", "uuid", "request_id")
+_MDEV_FIELDS_ON_NODE = _MDEV_FIELDS + ("compute_node_id",)
 
 
 def _device_class() -> ty.Any:

@@ -108,7 +108,8 @@ def _mdev_values() -> dict[str, ty.Any]:
 
 def test_prevalidated_mdev_equals_the_constructor() -> None:
     values = _mdev_values()
-    fast = pool_take._prevalidated(pci_device.PciDevice, values)
+    fast = pool_take._prevalidated(pci_device.PciDevice, tuple(values),
+                                   tuple(values.values()))
     slow = pci_device.PciDevice(**values)
     for name in pci_device.PciDevice.fields:
         assert fast.obj_attr_is_set(name) == slow.obj_attr_is_set(name), name
