@@ -210,13 +210,15 @@ class DeviceBook:
         old = self._contrib.get(key)
         dev = self.devs.get(key)
         new = self._contribution(key, dev) if dev is not None else None
+        pools = self._pool_of  # _refresh(k) does nothing for k not in it
         if new is not None and new == old:
             # Same counters (a held device being claimed, say): what its
             # relatives derive from them cannot change; only the device
             # itself (its status) and, through is_busy, its children.
-            self._refresh(key)
+            if key in pools:
+                self._refresh(key)
             for child in self._children.get(key, ()):
-                if child in self._pool_of:
+                if child in pools:
                     self._refresh(child)
             return
         if old is not None:
@@ -225,7 +227,8 @@ class DeviceBook:
         if new is not None:
             self._apply(new, +1)
             self._contrib[key] = new
-        self._refresh(key)
+        if key in pools:
+            self._refresh(key)
         parent = old.parent if old is not None else None
         parent = parent or (new.parent if new is not None else None)
         # Each refresh derives one device from the counters alone, so the
@@ -234,10 +237,10 @@ class DeviceBook:
         if old is not None and old.gpu and old.gpu != key and \
                 old.gpu != parent:
             self._refresh(old.gpu)
-        if parent != key:
+        if parent != key and parent in pools:
             self._refresh(parent)
         for child in self._children.get(key, ()):
-            if child in self._pool_of:
+            if child in pools:
                 self._refresh(child)
 
     def _contribution(self, key: str, dev: ty.Any) -> Contribution:

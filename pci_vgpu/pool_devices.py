@@ -72,7 +72,7 @@ def reader(*names: str) -> ty.Callable[[ty.Any], tuple[ty.Any, ...]]:
 
     def read(dev: ty.Any) -> tuple[ty.Any, ...]:
         try:
-            return ty.cast("tuple[ty.Any, ...]", fast(dev))
+            return fast(dev)  # type: ignore[no-any-return]
         except AttributeError:
             return tuple([attr(dev, n) for n in names])
     read.__doc__ = "(%s) of a device, as attr() reads them." % ", ".join(

@@ -212,6 +212,24 @@ def _capacity(ctx: Context, p: pool.Pool) -> bool:
     return ctx.count(p) > 0
 
 
+def _vgpu_unit(ctx: Context, p: pool.Pool) -> bool:
+    """``_whole_gpu``, ``_type_lock`` and ``_capacity`` in one call: the
+    last per-pool steps of every request, asked of each candidate by the
+    one-pass decision (a unit test pins it to the three)."""
+    if p.is_vgpu:
+        gpu = p.gpu  # type: ignore[attr-defined]
+        if gpu.whole == capacity.WHOLE_USED:  # capacity.vgpus_blocked
+            return False
+        if gpu.sharing == capacity.ONE_TYPE and capacity.locking_type(
+                gpu, p.vgpu_type) is not None:  # type: ignore[attr-defined]
+            return False
+    return ctx.count(p) > 0
+
+
+#: Consecutive predicates that _vgpu_unit stands for.
+_FUSED = [_whole_gpu, _type_lock, _capacity]
+
+
 class Flags(ty.NamedTuple):
     """What decides that a step keeps every pool of a request."""
 
@@ -385,9 +403,11 @@ def _predicates(ctx: Context) -> list[ty.Callable[[Context, pool.Pool],
     found = _PREDICATES.get(flags)
     if found is None:
         skipped = _skipped(ctx)
-        found = _PREDICATES[flags] = [
-            fn.pred for step, (_, fn) in enumerate(PIPELINE)
-            if step not in skipped and hasattr(fn, "pred")]
+        found = [fn.pred for step, (_, fn) in enumerate(PIPELINE)
+                 if step not in skipped and hasattr(fn, "pred")]
+        if found[-len(_FUSED):] == _FUSED:
+            found[-len(_FUSED):] = [_vgpu_unit]
+        _PREDICATES[flags] = found
     return found
 
 

@@ -70,6 +70,24 @@ def test_free_instances_is_spare_plus_creatable(
         gpu, type_id)
 
 
+@hypothesis.given(gpu_states(), st.sampled_from(TYPES + ("zz",)),
+                  st.booleans())
+def test_vgpu_unit_is_the_three_steps_it_fuses(
+        gpu: capacity.GpuState, type_id: str, vgpu: bool) -> None:
+    from pci_vgpu import pool
+    from pci_vgpu import pool_filters as pf
+
+    key = pool.PoolKey("10de", "1eb8", 0, "mdev" if vgpu else "type-PCI",
+                       gpu.address, (), type_id if vgpu else None)
+    p: pool.Pool = (pool.VgpuPool(key, gpu, [type_id], "mdev") if vgpu
+                    else pool.DevicePool(key, gpu=gpu))
+    ctx = pf.Context(pf.RequestView.of(inv.request(1, [type_id])), None,
+                     None)
+    assert pf._vgpu_unit(ctx, p) == all(f(ctx, p) for f in pf._FUSED)
+    typed = pf.Context(ctx.request, None, None, indexed=True, typed=True)
+    assert pf._predicates(typed)[-1] is pf._vgpu_unit
+
+
 def _exact_fill(gpu: capacity.GpuState) -> fractions.Fraction:
     return max(fractions.Fraction(u, c)
                for u, c in zip(capacity.used(gpu), gpu.capacity))
