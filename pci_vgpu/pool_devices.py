@@ -72,7 +72,7 @@ def reader(*names: str) -> ty.Callable[[ty.Any], tuple[ty.Any, ...]]:
 
     def read(dev: ty.Any) -> tuple[ty.Any, ...]:
         try:
-            return fast(dev)  # type: ignore[no-any-return]
+            return fast(dev)
         except AttributeError:
             return tuple([attr(dev, n) for n in names])
     read.__doc__ = "(%s) of a device, as attr() reads them." % ", ".join(
