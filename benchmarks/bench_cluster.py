@@ -22,7 +22,8 @@ the repository when present; otherwise a synthetic workload of the same
 shape is used (``--synthetic`` forces it).  Last lines::
 
     CLUSTER trace=<name> seeds=<n> random=<x> bestfit=<y> ours=<z> ...
-    SCALE nodes=<n> request_ms=<t> per_node_us=<u>
+    SCALE nodes=<n> request_ms=<t> per_node_us=<u> cpu_ms=<c> filter_cpu_ms=<f>
+        weigh_cpu_ms=<w> views=<v> load=<l>
 """
 
 from __future__ import annotations

@@ -27,7 +27,9 @@ the start-up nor the transfer is in any figure.  Each host is timed on our
 side, then on Nova's, before the next host, so both see the same machine
 load.
 
-Measured (median of repeats, each repeat = K calls):
+Measured (median of repeats, each repeat = K calls; per host, ``--rounds``
+alternating rounds of ours then Nova's, each side keeping the least of its
+rounds' medians):
 
 * build: create the stats object and ``add_device`` every device;
 * support_requests scheduler side: on the stats rebuilt from
@@ -43,7 +45,7 @@ Legacy NUMA policy, no guest NUMA cells.
 Usage::
 
     .venv/bin/python benchmarks/bench_stats.py [--quick] [--sizes 8 64 ...]
-        [--gpus 1 4 8 16] [--types 1 2 3 4]
+        [--gpus 1 4 8 16] [--types 1 2 3 4] [--rounds 3]
 
 The last lines are machine-readable, one per realistic host, then the
 large-host line (ratios at the largest size) last; below 1 means pci_vgpu
