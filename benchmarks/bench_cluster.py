@@ -14,14 +14,16 @@ Usage::
         [--tasks openb_pod_list_default.csv] [--seeds 10]
         [--policies random,bestfit,ours] [--nvidia] [--mix gpushare80]
         [--plot benchmarks/results/cluster.png] [--arrive-max 1.3]
-        [--scale] [--nodes N]
+        [--scale] [--scale-only] [--scale-factors 1,10]
+        [--scale-policy ours] [--nodes N]
 
 The trace folder defaults to ``../shared/traces/alibaba-gpu-v2023`` next to
 the repository when present; otherwise a synthetic workload of the same
 shape is used (``--synthetic`` forces it).  Last lines::
 
     CLUSTER trace=<name> seeds=<n> random=<x> bestfit=<y> ours=<z> ...
-    SCALE nodes=<n> request_ms=<t> per_node_us=<u>
+    SCALE nodes=<n> request_ms=<t> per_node_us=<u> cpu_ms=<c> filter_cpu_ms=<f>
+        weigh_cpu_ms=<w> views=<v> load=<l>
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import cluster_mixes  # noqa: E402
+from benchmarks import cluster_scale  # noqa: E402
 from benchmarks import cluster_sim as cs  # noqa: E402
 from benchmarks import cluster_workload as cw  # noqa: E402
 from pci_vgpu import capacity  # noqa: E402
@@ -58,6 +61,18 @@ def _policies(value: str) -> list[str]:
             "unknown policy %s (allowed: %s)" % (
                 ", ".join(bad) or "''", ", ".join(cs.POLICIES)))
     return names
+
+
+def _factors(value: str) -> list[int]:
+    try:
+        factors = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        factors = []
+    if not factors or min(factors) < 1:
+        raise argparse.ArgumentTypeError(
+            "scale factors %r: allowed: integers >= 1 joined by commas"
+            % value)
+    return factors
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -101,6 +116,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "and 10x the cluster")
     parser.add_argument("--scale-only", action="store_true",
                         help="only the SCALE measurement (no replay)")
+    parser.add_argument("--scale-factors", type=_factors, default=[1, 10],
+                        metavar="F,F", help="cluster sizes of the SCALE "
+                        "measurement, as multiples of the cluster "
+                        "(default 1,10)")
+    parser.add_argument("--scale-policy", default="ours",
+                        choices=sorted(cs.POLICIES),
+                        help="weigher timed by the SCALE measurement "
+                             "(default ours)")
     args = parser.parse_args(argv)
     if args.node_sample < 1:
         parser.error("--node-sample %d: allowed: an integer >= 1"
@@ -208,12 +231,6 @@ def plot(results: dict[str, list[cs.Curve]], path: pathlib.Path,
     return "plot written: %s" % path
 
 
-def scale(nodes: list[cw.NodeSpec], tasks: list[cw.Task], sharing: str,
-          factor: int) -> tuple[int, float, float]:
-    """(nodes, ms per request, us per node) for ``factor`` x the cluster."""
-    return cs.time_one_request(nodes, tasks, sharing, factor)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -235,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         name, len(nodes), sum(n.gpus for n in nodes), len(tasks),
         " ".join("%.2f" % x for x in os.getloadavg())))
     if args.scale_only:
-        return _print_scale(nodes, tasks, sharing)
+        return _print_scale(nodes, tasks, sharing, args)
     results = {p: run_policy(p, nodes, tasks, args.seeds, args.arrive_max,
                              sharing) for p in args.policies}
     print(table(results))
@@ -244,16 +261,46 @@ def main(argv: list[str] | None = None) -> int:
     print("CLUSTER trace=%s seeds=%d %s" % (name, args.seeds, " ".join(
         "%s=%.2f" % (p, mean_at(c, 100) or 0.0) for p, c in results.items())))
     if args.scale:
-        return _print_scale(nodes, tasks, sharing)
+        return _print_scale(nodes, tasks, sharing, args)
     return 0
 
 
 def _print_scale(nodes: list[cw.NodeSpec], tasks: list[cw.Task],
-                 sharing: str) -> int:
-    for factor in (1, 10):
-        n, ms, us = scale(nodes, tasks, sharing, factor)
-        print("SCALE nodes=%d request_ms=%.1f per_node_us=%.1f load=%s"
-              % (n, ms, us, "/".join("%.1f" % x for x in os.getloadavg())))
+                 sharing: str, args: argparse.Namespace) -> int:
+    """Time requests over each size: a table, then the SCALE lines."""
+    cluster = cluster_scale.filled_cluster(nodes, tasks, sharing)
+    print("scale: %d nodes built and filled to 50 %% by BestFit in %.1f s "
+          "CPU; weigher: %s; medians of 3" % (
+              len(nodes), cluster.setup_cpu_s, args.scale_policy))
+    print("%7s %-7s %7s %7s %9s %9s %9s %9s %9s" % (
+        "hosts", "request", "cpu/ram", "pci", "wall ms", "cpu ms",
+        "filter ms", "weigh ms", "pci us/h"))
+    lines = []
+    for factor in args.scale_factors:
+        result = cluster_scale.measure(cluster, factor, args.scale_policy)
+        for probe in result.probes():
+            def med(what: ty.Callable[[cluster_scale.Timing], float],
+                    probe: str = probe) -> float:
+                return result.median(what, probe)
+            print("%7d %-7s %7d %7d %9.1f %9.1f %9.1f %9.1f %9.1f" % (
+                result.hosts, probe, med(lambda t: t.fit_cpu_ram),
+                med(lambda t: t.fit_pci), 1e3 * med(lambda t: t.wall_s),
+                1e3 * med(lambda t: t.cpu_s),
+                1e3 * med(lambda t: t.cpu_ram_s + t.pci_s),
+                1e3 * med(lambda t: t.weigh_s),
+                1e6 * med(lambda t: t.pci_per_host_s)))
+        sys.stdout.flush()
+        lines.append(
+            "SCALE nodes=%d request_ms=%.1f per_node_us=%.1f cpu_ms=%.1f "
+            "filter_cpu_ms=%.1f weigh_cpu_ms=%.1f views=%d load=%s" % (
+                result.hosts, 1e3 * result.median(lambda t: t.wall_s),
+                1e6 * result.median(lambda t: t.pci_per_host_s),
+                1e3 * result.median(lambda t: t.cpu_s),
+                1e3 * result.median(lambda t: t.cpu_ram_s + t.pci_s),
+                1e3 * result.median(lambda t: t.weigh_s), result.views,
+                "/".join("%.1f" % x for x in os.getloadavg())))
+    for line in lines:
+        print(line)
     return 0
 
 

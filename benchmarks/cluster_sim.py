@@ -18,17 +18,17 @@ pools again.
 
 A filter answer depends only on the node's state and the request, so it is
 kept per node until the node changes (Nova's scheduler would ask again:
-:func:`time_one_request` measures that uncached cost for the SCALE line).
+:mod:`benchmarks.cluster_scale` measures that uncached cost for the SCALE
+line).
 """
 
 from __future__ import annotations
 
 import bisect
+import copy
 import dataclasses
 import json
 import random
-import statistics
-import time
 import typing as ty
 
 from oslo_config import cfg
@@ -201,6 +201,35 @@ class Node:
         if self._sched is None:
             self._sched = stats.PciDeviceStats(stats=self.pools)
         return self._sched
+
+    def share_view(self, views: dict[ty.Any, stats.PciDeviceStats]) -> None:
+        """Take the scheduler view of an equal report from ``views`` (or
+        put this one's there): the view is built from the report alone and
+        ``support_requests`` leaves it as it was, so nodes reporting the
+        same pools may hold one view (memory, not time: each node's
+        filter still asks it)."""
+        key = tuple(tuple(sorted(d.items())) for d in self.pools)
+        found = views.get(key)
+        if found is None:
+            found = views[key] = self.sched
+        self._sched = found
+
+    def forget_caches(self) -> None:
+        """Drop what the node keeps between requests (filter answers, the
+        weigher's GPUs read from the report): the next request pays in
+        full, as in a scheduler that keeps nothing."""
+        self.cache = {}
+        self._gpus = None
+
+    def replica(self) -> Node:
+        """Another node reporting exactly what this one reports (the 10x
+        cluster of the scale figure): the same free CPU/RAM, report,
+        scheduler view and compute side, its own caches.  For timing the
+        scheduler only: claiming on it would change the original's GPUs.
+        """
+        twin = copy.copy(self)
+        twin.forget_caches()
+        return twin
 
     @property
     def gpus(self) -> list[frag.HostGpu]:
@@ -475,57 +504,3 @@ def replay(nodes: list[Node], tasks: ty.Iterable[cw.Task], flavors: Flavors,
         curve.arrived.append(arrived)
         curve.used.append(used)
     return curve
-
-
-# -- scale ---------------------------------------------------------------------
-
-
-def time_one_request(specs: ty.Sequence[cw.NodeSpec],
-                     tasks: ty.Sequence[cw.Task], sharing: str, factor: int,
-                     fill: float = 0.5, repeats: int = 3
-                     ) -> tuple[int, float, float]:
-    """Uncached cost of scheduling one task over ``factor`` x the nodes.
-
-    The cluster is filled to ``fill`` of its GPU capacity (BestFit, seed
-    42), its reports are copied ``factor`` times, and each timed request
-    runs the filters (CPU, RAM, ``support_requests`` on every host's
-    scheduler-side pools) and our weigher over every passing host, with
-    no cache.  Returns (hosts, ms per request, us of PCI check per host);
-    medians over ``repeats`` of three requests (a share, one GPU, 8 GPUs).
-    """
-    catalog = Catalog.build(specs, tasks, sharing)
-    mix = task_mix(tasks, catalog.products)
-    flavors = Flavors(catalog, tasks)
-    nodes = build_nodes(specs, catalog, POLICIES["bestfit"], mix)
-    total = sum(n.capacity_milli for n in nodes)
-    replay(nodes, cw.arrivals(tasks, total, 42, fill), flavors,
-           weigh_bestfit, 42)
-    hosts = [(n, stats.PciDeviceStats(stats=n.pools))
-             for _ in range(factor) for n in nodes]
-    probes = [t for t in (
-        next((t for t in tasks if t.is_share), None),
-        next((t for t in tasks if t.num_gpu == 1 and not t.is_share), None),
-        next((t for t in tasks if t.num_gpu == 8), None)) if t is not None]
-    per_request, per_node = [], []
-    for _ in range(repeats):
-        for task in probes:
-            reqs = flavors.requests(task)
-            start = time.perf_counter()
-            pci_time = 0.0
-            able = []
-            for n, sched in hosts:
-                if task.cpu_milli > n.cpu_free or \
-                        task.memory_mib > n.ram_free:
-                    continue
-                t0 = time.perf_counter()
-                ok = sched.support_requests(reqs)
-                pci_time += time.perf_counter() - t0
-                if ok:
-                    able.append(n)
-            for n in able:
-                vtype, count = _kind_of(task)
-                frag.host_delta(frag.host_gpus(n.pools), vtype, count, mix)
-            per_request.append(time.perf_counter() - start)
-            per_node.append(pci_time / len(hosts))
-    return (len(hosts), 1000 * statistics.median(per_request),
-            1e6 * statistics.median(per_node))

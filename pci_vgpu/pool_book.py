@@ -27,6 +27,14 @@ LOG = logging.getLogger(__name__)
 _UNSET = object()
 
 
+#: What a device's contribution is derived from.
+_CONTRIBUTION_FIELDS = pd.reader("status", "parent_addr", "dev_type",
+                                 "extra_info")
+
+#: What a whole device's availability is derived from (with the counters).
+_REFRESH_FIELDS = pd.reader("status", "parent_addr")
+
+
 class Contribution(ty.NamedTuple):
     """What one device adds to the counters; undone exactly on change.
 
@@ -121,9 +129,13 @@ class DeviceBook:
         for child in list(self._pending.pop(key, {}).values()):
             self.add_mdev(child)
 
-    def add_mdev(self, dev: ty.Any) -> None:
-        """Track an mdev child; parked until its GPU is tracked."""
-        key, parent = pd.ident(dev), pd.attr(dev, "parent_addr")
+    def add_mdev(self, dev: ty.Any, key: str | None = None) -> None:
+        """Track an mdev child; parked until its GPU is tracked.
+
+        :param key: ``pd.ident(dev)``, when the caller has it already.
+        """
+        key = key or pd.ident(dev)
+        parent = pd.attr(dev, "parent_addr")
         if parent not in self.gpus:
             self._pending.setdefault(parent or "", {})[key] = dev
             return
@@ -145,8 +157,9 @@ class DeviceBook:
         del self.devs[key]
         self.held.pop(key, None)
         self.recount(key)
-        self._children.get(pd.attr(dev, "parent_addr") or "", set()).discard(
-            key)
+        siblings = self._children.get(pd.attr(dev, "parent_addr") or "")
+        if siblings:
+            siblings.discard(key)
 
     def _remove_gpu(self, key: str) -> None:
         for child in list(self._children.get(key, ())):
@@ -197,13 +210,15 @@ class DeviceBook:
         old = self._contrib.get(key)
         dev = self.devs.get(key)
         new = self._contribution(key, dev) if dev is not None else None
+        pools = self._pool_of  # _refresh(k) does nothing for k not in it
         if new is not None and new == old:
             # Same counters (a held device being claimed, say): what its
             # relatives derive from them cannot change; only the device
             # itself (its status) and, through is_busy, its children.
-            self._refresh(key)
+            if key in pools:
+                self._refresh(key)
             for child in self._children.get(key, ()):
-                if child in self._pool_of:
+                if child in pools:
                     self._refresh(child)
             return
         if old is not None:
@@ -212,29 +227,30 @@ class DeviceBook:
         if new is not None:
             self._apply(new, +1)
             self._contrib[key] = new
-        self._refresh(key)
+        if key in pools:
+            self._refresh(key)
         parent = old.parent if old is not None else None
-        parent = parent or (pd.attr(dev, "parent_addr") if dev else None)
+        parent = parent or (new.parent if new is not None else None)
         # Each refresh derives one device from the counters alone, so the
         # order does not matter and a device is refreshed once (an mdev's
         # GPU is both its parent and its GPU).
         if old is not None and old.gpu and old.gpu != key and \
                 old.gpu != parent:
             self._refresh(old.gpu)
-        if parent != key:
+        if parent != key and parent in pools:
             self._refresh(parent)
         for child in self._children.get(key, ()):
-            if child in self._pool_of:
+            if child in pools:
                 self._refresh(child)
 
     def _contribution(self, key: str, dev: ty.Any) -> Contribution:
-        status = pd.attr(dev, "status")
+        status, parent, dev_type, info = _CONTRIBUTION_FIELDS(dev)
         busy = status in pd.IN_USE or key in self.held
-        parent = pd.attr(dev, "parent_addr")
-        if pd.is_mdev(dev):
+        if dev_type == pd.MDEV:  # pd.is_mdev
             busy = busy or status == pd.UNAVAILABLE
-            return Contribution(key, parent, busy, parent, pd.vgpu_type(dev),
-                                status not in pd.GONE, busy)
+            return Contribution(key, parent, busy, parent,
+                                pd.vgpu_type_in(info), status not in pd.GONE,
+                                busy)
         if key in self.gpus and pd.is_nvidia_vf(dev):
             given = pd.extra(dev, "vgpu_type")
             hold = self.held.get(key)
@@ -276,14 +292,17 @@ class DeviceBook:
         if p is None or key is None:
             return
         dev = self.devs[key]
-        parent = pd.attr(dev, "parent_addr")
+        status, parent = _REFRESH_FIELDS(dev)
         parent_busy = bool(parent) and self.is_busy(parent)
         gpu = self.gpus.get(key)
         if gpu is not None:
-            gpu.whole = self._whole_state(key, dev, parent_busy)
-            free = capacity.whole_assignable(gpu)
+            in_use = capacity.total_in_use(gpu)
+            gpu.whole = self._whole_state(key, dev, status, parent_busy,
+                                          in_use)
+            # capacity.whole_assignable(gpu), the total counted once
+            free = gpu.whole == capacity.WHOLE_FREE and in_use == 0
         else:
-            free = (pd.attr(dev, "status") == pd.AVAILABLE
+            free = (status == pd.AVAILABLE
                     and key not in self.held and not parent_busy
                     and not self._busy_children.get(key, 0))
         if free:
@@ -291,19 +310,19 @@ class DeviceBook:
         else:
             p.free.pop(key, None)
 
-    def _whole_state(self, key: str, dev: ty.Any, parent_busy: bool) -> str:
+    def _whole_state(self, key: str, dev: ty.Any, status: str,
+                     parent_busy: bool, in_use: int) -> str:
+        """The GPU's ``whole`` state; ``in_use``: its vGPUs in use."""
         if pd.extra(dev, "virtual_parent") == "true":
             # A virtual mdev parent (the kernel's mtty) hosts vGPUs but is
             # no device a guest could be given (no PCI function to pass).
             return capacity.WHOLE_ABSENT
-        status = pd.attr(dev, "status")
         contrib = self._contrib.get(key)
         if contrib is not None and contrib.in_use and contrib.gpu == key:
             return capacity.WHOLE_BLOCKED  # an NVIDIA VF used as a vGPU
         if status in pd.IN_USE or key in self.held or parent_busy:
             return capacity.WHOLE_USED  # busy (is_busy, status read once)
-        gpu = self.gpus[key]
-        if self._busy_children.get(key, 0) > capacity.total_in_use(gpu):
+        if self._busy_children.get(key, 0) > in_use:
             return capacity.WHOLE_BLOCKED  # a VF of this GPU is in use
         if status != pd.AVAILABLE:
             # A VF that is its own vGPU cannot be used at all when its PF

@@ -38,16 +38,6 @@ def _get(obj: ty.Any, name: str) -> ty.Any:
     return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
-def _read(obj: ty.Any, name: str) -> ty.Any:
-    """:func:`_get`, reading a versioned object's stored value first: what
-    its getter would return, without the getter (see ``pool_devices.attr``;
-    four reads per request per host)."""
-    if isinstance(obj, dict):
-        return obj.get(name)
-    value = getattr(obj, "_obj_" + name, _MISSING)
-    return getattr(obj, name, None) if value is _MISSING else value
-
-
 @dataclasses.dataclass
 class RequestView:
     """What the filters read of an ``InstancePCIRequest``, parsed once."""
@@ -67,18 +57,17 @@ class RequestView:
         """:raises: InvalidPciRequest for a bad count or NUMA policy,
             InvalidVgpuTypesSpec for a spec whose vgpu_types is not a JSON
             list of names."""
-        rid = _read(request, "request_id")
-        count = _read(request, "count")
+        rid, count, policy, specs = _request_fields(request)
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise pool_errors.InvalidPciRequest(
                 request_id=rid, field="count", value=count,
                 reason="allowed: an integer >= 1")
-        policy = _read(request, "numa_policy") or LEGACY
+        policy = policy or LEGACY
         if policy not in NUMA_POLICIES:
             raise pool_errors.InvalidPciRequest(
                 request_id=rid, field="numa_policy", value=policy,
                 reason="allowed: %s" % ", ".join(NUMA_POLICIES))
-        specs = _read(request, "spec") or [{}]
+        specs = specs or [{}]
         try:
             key = ((tuple(specs[0].items()),) if len(specs) == 1
                    else tuple(tuple(s.items()) for s in specs))
@@ -88,6 +77,29 @@ class RequestView:
                 tuple(tuple(s.items()) for s in specs))
         matchable, types, ids, only = parsed
         return cls(rid, count, matchable, types, policy, ids, only)
+
+
+def _request_fields(request: ty.Any) -> tuple[ty.Any, ty.Any, ty.Any, ty.Any]:
+    """(request_id, count, numa_policy, spec): :func:`_get` of each, read
+    from a versioned object's storage (``_obj_<name>``, what its getter
+    returns) in one look: a scheduler reads them for every request on every
+    host.  A stored None is read again through the getter, which returns
+    None for it too and loads an unset field."""
+    if isinstance(request, dict):
+        return (request.get("request_id"), request.get("count"),
+                request.get("numa_policy"), request.get("spec"))
+    get = getattr(request, "__dict__", _NO_FIELDS).get
+    values = (get("_obj_request_id"), get("_obj_count"),
+              get("_obj_numa_policy"), get("_obj_spec"))
+    if None in values:
+        return tuple(  # type: ignore[return-value]
+            getattr(request, name, None) if v is None else v
+            for v, name in zip(values, _REQUEST_FIELDS))
+    return values
+
+
+_REQUEST_FIELDS = ("request_id", "count", "numa_policy", "spec")
+_NO_FIELDS: dict[str, ty.Any] = {}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -198,6 +210,24 @@ def _type_lock(ctx: Context, p: pool.Pool) -> bool:
 
 def _capacity(ctx: Context, p: pool.Pool) -> bool:
     return ctx.count(p) > 0
+
+
+def _vgpu_unit(ctx: Context, p: pool.Pool) -> bool:
+    """``_whole_gpu``, ``_type_lock`` and ``_capacity`` in one call: the
+    last per-pool steps of every request, asked of each candidate by the
+    one-pass decision (a unit test pins it to the three)."""
+    if p.is_vgpu:
+        gpu = p.gpu  # type: ignore[attr-defined]
+        if gpu.whole == capacity.WHOLE_USED:  # capacity.vgpus_blocked
+            return False
+        if gpu.sharing == capacity.ONE_TYPE and capacity.locking_type(
+                gpu, p.vgpu_type) is not None:  # type: ignore[attr-defined]
+            return False
+    return ctx.count(p) > 0
+
+
+#: Consecutive predicates that _vgpu_unit stands for.
+_FUSED = [_whole_gpu, _type_lock, _capacity]
 
 
 class Flags(ty.NamedTuple):
@@ -340,7 +370,13 @@ def any_unit(ctx: Context, pools: list[pool.Pool]) -> bool:
     """
     assert ctx.request.count == 1 and not ctx.numa_cells
     preds = _predicates(ctx)
-    return any(all(pred(ctx, p) for pred in preds) for p in pools)
+    for p in pools:  # loops, not any(all(...)): no generator per pool
+        for pred in preds:
+            if not pred(ctx, p):
+                break
+        else:
+            return True
+    return False
 
 
 def usable(ctx: Context, pools: list[pool.Pool]) -> list[pool.Pool]:
@@ -349,7 +385,14 @@ def usable(ctx: Context, pools: list[pool.Pool]) -> list[pool.Pool]:
     lines -- the pools :func:`run` keeps, when it keeps any."""
     assert ctx.request.count == 1 and not ctx.numa_cells
     preds = _predicates(ctx)
-    return [p for p in pools if all(pred(ctx, p) for pred in preds)]
+    kept = []
+    for p in pools:
+        for pred in preds:
+            if not pred(ctx, p):
+                break
+        else:
+            kept.append(p)
+    return kept
 
 
 def _predicates(ctx: Context) -> list[ty.Callable[[Context, pool.Pool],
@@ -360,9 +403,11 @@ def _predicates(ctx: Context) -> list[ty.Callable[[Context, pool.Pool],
     found = _PREDICATES.get(flags)
     if found is None:
         skipped = _skipped(ctx)
-        found = _PREDICATES[flags] = [
-            fn.pred for step, (_, fn) in enumerate(PIPELINE)
-            if step not in skipped and hasattr(fn, "pred")]
+        found = [fn.pred for step, (_, fn) in enumerate(PIPELINE)
+                 if step not in skipped and hasattr(fn, "pred")]
+        if found[-len(_FUSED):] == _FUSED:
+            found[-len(_FUSED):] = [_vgpu_unit]
+        _PREDICATES[flags] = found
     return found
 
 

@@ -22,6 +22,10 @@ from pci_vgpu import pool_devices as pd
 from pci_vgpu import pool_filters as pf
 
 
+#: What a new mdev copies from its GPU (and compute_node_id when set).
+_INHERITED = pd.reader("vendor_id", "product_id", "numa_node", "label")
+
+
 class DeviceTaker:
     """Picks devices out of a book's pools and gives them back."""
 
@@ -49,7 +53,7 @@ class DeviceTaker:
         elif p.backend == pd.NVIDIA_VF:
             key, dev = gpu_key, book.devs[gpu_key]
         else:
-            dev = self._new_mdev(book.devs[gpu_key], p.vgpu_type,
+            dev = self._new_mdev(book.devs[gpu_key], gpu_key, p.vgpu_type,
                                  request_id)
             key = pd.ident(dev)
             self._hold(key, dev, request_id, whole=False, created=True)
@@ -58,30 +62,23 @@ class DeviceTaker:
         self._hold(key, dev, request_id, whole=False, vgpu_type=vtype)
         return dev
 
-    def _new_mdev(self, gpu: ty.Any, vgpu_type: str,
+    def _new_mdev(self, gpu: ty.Any, gpu_key: str, vgpu_type: str,
                   request_id: str | None) -> ty.Any:
-        """A new mdev ``PciDevice`` on ``gpu`` for ``request_id``: address
-        None, fresh UUID."""
-        from pci_vgpu.objects import pci_device  # objects import the world
-
+        """A new mdev ``PciDevice`` on ``gpu`` (tracked as ``gpu_key``)
+        for ``request_id``: address None, fresh UUID."""
         # Built from already valid values rather than through create():
         # the same fields create() would set from this dict, at a fraction
         # of the cost (see _prevalidated).
         mdev_uuid, record_uuid = random_uuids(2)
-        fields: dict[str, ty.Any] = dict(
-            dev_type=pd.MDEV, address=None, parent_addr=pd.ident(gpu),
-            vendor_id=pd.attr(gpu, "vendor_id"),
-            product_id=pd.attr(gpu, "product_id"),
-            numa_node=pd.attr(gpu, "numa_node"),
-            label=pd.attr(gpu, "label"),
-            mdev_uuid=mdev_uuid,
-            extra_info={"vgpu_type": vgpu_type},
-            status=pd.AVAILABLE, uuid=record_uuid,
-            request_id=request_id)
+        vendor_id, product_id, numa_node, label = _INHERITED(gpu)
+        values = (pd.MDEV, None, gpu_key, vendor_id, product_id, numa_node,
+                  label, mdev_uuid, {"vgpu_type": vgpu_type}, pd.AVAILABLE,
+                  record_uuid, request_id)
         node = pd.attr(gpu, "compute_node_id")
-        if node is not None:
-            fields["compute_node_id"] = node
-        return _prevalidated(pci_device.PciDevice, fields)
+        if node is None:
+            return _prevalidated(_device_class(), _MDEV_FIELDS, values)
+        return _prevalidated(_device_class(), _MDEV_FIELDS_ON_NODE,
+                             values + (node,))
 
     def _hold(self, key: str, dev: ty.Any, request_id: str | None,
               whole: bool, created: bool = False,
@@ -97,7 +94,7 @@ class DeviceTaker:
             dev.request_id = request_id
         book.held[key] = hold
         if created:
-            book.add_mdev(dev)
+            book.add_mdev(dev, key)
         else:
             book.recount(key)
 
@@ -131,22 +128,51 @@ def _set_vgpu_type(dev: ty.Any, vgpu_type: str | None) -> None:
     dev.extra_info = info
 
 
-def _prevalidated(cls: ty.Any, values: dict[str, ty.Any]) -> ty.Any:
-    """``cls(**values)`` for values that are already of their fields' types.
+def _prevalidated(cls: ty.Any, names: tuple[str, ...],
+                  values: tuple[ty.Any, ...]) -> ty.Any:
+    """``cls(**dict(zip(names, values)))`` for values that are already of
+    their fields' types.
 
     The mdev's values are copied from its GPU (set, so coerced, when the GPU
     was tracked), constants, and UUIDs we just generated: coercing them
     again is what made a new mdev cost more than the rest of a claim
     (oslo.versionedobjects checks a UUID field under
     ``warnings.catch_warnings``).  So each value is stored where the field's
-    setter stores it and recorded as changed, as the setter does, and
-    nothing else differs: a unit test pins the result (values and
-    ``obj_what_changed()``) to ``cls(**values)``.
+    setter stores it (:func:`pd.stored_name`) and recorded as changed, as
+    the setter does, and nothing else differs: a unit test pins the result
+    (values and ``obj_what_changed()``) to the constructor's.
     """
     dev = cls()
-    vars(dev).update({pd.stored_name(n): v for n, v in values.items()})
-    dev._changed_fields.update(values)
+    stored = _STORED_NAMES.get(names)
+    if stored is None:  # one entry per tuple of field names (two here)
+        stored = _STORED_NAMES[names] = tuple(map(pd.stored_name, names))
+    vars(dev).update(zip(stored, values))
+    dev._changed_fields.update(names)
     return dev
+
+
+#: field names -> where a versioned object stores each (see _prevalidated).
+_STORED_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
+#: The fields a new mdev is born with, in _new_mdev's order (and its
+#: compute node's id when its GPU has one).
+_MDEV_FIELDS = ("dev_type", "address", "parent_addr", "vendor_id",
+                "product_id", "numa_node", "label", "mdev_uuid",
+                "extra_info", "status", "uuid", "request_id")
+_MDEV_FIELDS_ON_NODE = _MDEV_FIELDS + ("compute_node_id",)
+
+
+def _device_class() -> ty.Any:
+    """``pci_vgpu.objects.pci_device.PciDevice``, imported on first use
+    (the objects import the world; the pools must not at import time)."""
+    global _PCI_DEVICE
+    if _PCI_DEVICE is None:
+        from pci_vgpu.objects import pci_device
+
+        _PCI_DEVICE = pci_device.PciDevice
+    return _PCI_DEVICE
+
+
+_PCI_DEVICE: ty.Any = None
 
 
 def random_uuid() -> str:
@@ -161,11 +187,13 @@ def random_uuid() -> str:
 
 def random_uuids(n: int) -> list[str]:
     """``n`` :func:`random_uuid` strings from one read of random bytes."""
-    raw = os.urandom(16 * n).hex()
-    out = []
-    for i in range(0, 32 * n, 32):
-        h = raw[i:i + 32]
-        out.append("%s-%s-4%s-%s%s-%s" % (
-            h[:8], h[8:12], h[13:16], "89ab"[int(h[16], 16) & 3], h[17:20],
-            h[20:]))
-    return out
+    h = os.urandom(16 * n).hex()
+    # 8-4-4-4-12 hex digits; the version digit is 4 and the variant
+    # digit's top two bits are 10 (_VARIANT maps a random digit to 8-b).
+    return [f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-"
+            f"{_VARIANT[h[i + 16]]}{h[i + 17:i + 20]}-{h[i + 20:i + 32]}"
+            for i in range(0, 32 * n, 32)]
+
+
+#: A random hex digit -> the RFC 4122 variant digit keeping its low bits.
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}

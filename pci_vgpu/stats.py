@@ -179,6 +179,12 @@ class PciDeviceStats:
         if view.ids is None:
             return list(self._pools.values())
         if view.vgpu_types:
+            if len(view.ids) == 1 and len(view.vgpu_types) == 1:
+                # One model, one type name (a flavor's usual alias): one
+                # index entry, already without duplicates.
+                (vendor, product), = view.ids
+                name, = view.vgpu_types
+                return list(self._type_index.get((vendor, product, name), ()))
             typed: dict[pool.Pool, None] = {}  # pools hash by identity
             for vendor, product in dict.fromkeys(view.ids):
                 for name in view.vgpu_types:

@@ -12,6 +12,7 @@ import logging
 import typing as ty
 
 import hypothesis
+import pytest
 from hypothesis import strategies as st
 from oslo_utils import uuidutils
 
@@ -69,6 +70,24 @@ def test_free_instances_is_spare_plus_creatable(
         gpu, type_id)
 
 
+@hypothesis.given(gpu_states(), st.sampled_from(TYPES + ("zz",)),
+                  st.booleans())
+def test_vgpu_unit_is_the_three_steps_it_fuses(
+        gpu: capacity.GpuState, type_id: str, vgpu: bool) -> None:
+    from pci_vgpu import pool
+    from pci_vgpu import pool_filters as pf
+
+    key = pool.PoolKey("10de", "1eb8", 0, "mdev" if vgpu else "type-PCI",
+                       gpu.address, (), type_id if vgpu else None)
+    p: pool.Pool = (pool.VgpuPool(key, gpu, [type_id], "mdev") if vgpu
+                    else pool.DevicePool(key, gpu=gpu))
+    ctx = pf.Context(pf.RequestView.of(inv.request(1, [type_id])), None,
+                     None)
+    assert pf._vgpu_unit(ctx, p) == all(f(ctx, p) for f in pf._FUSED)
+    typed = pf.Context(ctx.request, None, None, indexed=True, typed=True)
+    assert pf._predicates(typed)[-1] is pf._vgpu_unit
+
+
 def _exact_fill(gpu: capacity.GpuState) -> fractions.Fraction:
     return max(fractions.Fraction(u, c)
                for u, c in zip(capacity.used(gpu), gpu.capacity))
@@ -107,7 +126,8 @@ def _mdev_values() -> dict[str, ty.Any]:
 
 def test_prevalidated_mdev_equals_the_constructor() -> None:
     values = _mdev_values()
-    fast = pool_take._prevalidated(pci_device.PciDevice, values)
+    fast = pool_take._prevalidated(pci_device.PciDevice, tuple(values),
+                                   tuple(values.values()))
     slow = pci_device.PciDevice(**values)
     for name in pci_device.PciDevice.fields:
         assert fast.obj_attr_is_set(name) == slow.obj_attr_is_set(name), name
@@ -119,6 +139,117 @@ def test_prevalidated_mdev_equals_the_constructor() -> None:
     assert set(fast_p.pop(changes)) == set(slow_p.pop(changes))
     assert fast_p == slow_p
     assert fast.child_devices == [] and fast.parent_device is None
+
+
+def _plain_mdev(gpu: ty.Any, vgpu_type: str, request_id: str,
+                mdev_uuid: str, record_uuid: str) -> ty.Any:
+    """The new mdev of a GPU through the constructor and the getters."""
+    values = dict(dev_type="mdev", address=None,
+                  parent_addr=gpu.address, vendor_id=gpu.vendor_id,
+                  product_id=gpu.product_id, numa_node=gpu.numa_node,
+                  label=gpu.label if gpu.obj_attr_is_set("label") else None,
+                  mdev_uuid=mdev_uuid, extra_info={"vgpu_type": vgpu_type},
+                  status="available", uuid=record_uuid,
+                  request_id=request_id)
+    if gpu.obj_attr_is_set("compute_node_id") and \
+            gpu.compute_node_id is not None:
+        values["compute_node_id"] = gpu.compute_node_id
+    return pci_device.PciDevice(**values)
+
+
+@pytest.mark.parametrize("node, label", [(3, True), (None, True),
+                                         ("unset", False)])
+def test_new_mdev_equals_the_constructor_of_its_gpu(
+        monkeypatch: pytest.MonkeyPatch, node: ty.Any, label: bool) -> None:
+    """What DeviceTaker builds for a GPU is what the constructor builds
+    from the GPU's fields (read through the getters), with or without a
+    compute node id and a label."""
+    gpu_dict = inv.create_gpu("0000:41:00.0", 1, {"nvidia-222": 4})
+    if not label:
+        del gpu_dict["label"]
+    gpu = pci_device.PciDevice.create(None, gpu_dict)
+    if node != "unset":
+        gpu.compute_node_id = node
+    uuids = [uuidutils.generate_uuid(), uuidutils.generate_uuid()]
+    monkeypatch.setattr(pool_take, "random_uuids", lambda n: list(uuids))
+    taker = pool_take.DeviceTaker(stats.PciDeviceStats()._book)
+    fast = taker._new_mdev(gpu, gpu.address, "nvidia-222", "r-1")
+    slow = _plain_mdev(gpu, "nvidia-222", "r-1", *uuids)
+    assert fast == slow  # every field but the timestamps
+    assert fast.uuid == slow.uuid and fast.mdev_uuid == slow.mdev_uuid
+    assert fast.obj_what_changed() == slow.obj_what_changed()
+    assert fast.obj_to_primitive()["pci_vgpu_object.data"] == \
+        slow.obj_to_primitive()["pci_vgpu_object.data"]
+
+
+_FIELDS = ("status", "parent_addr", "dev_type", "extra_info", "label",
+           "compute_node_id")
+
+
+def test_reader_reads_what_attr_reads() -> None:
+    """pd.reader's attrgetter gives attr()'s answers; a field that is not
+    stored (unset, a dict, a lazy loader) takes attr()'s way."""
+    read = pd.reader(*_FIELDS)
+    full, = inv.to_devices([inv.create_gpu("0000:41:00.0", 0,
+                                           {"nvidia-222": 4})])
+    bare = pci_device.PciDevice.create(None, {"address": "0000:42:00.0",
+                                              "vendor_id": "1002",
+                                              "product_id": "692f",
+                                              "dev_type": "type-VF"})
+    as_dict = {"status": "allocated", "dev_type": "type-PF",
+               "compute_node_id": 2}
+    for dev in (full, bare, as_dict):
+        assert read(dev) == tuple(pd.attr(dev, n) for n in _FIELDS), dev
+    assert read(full)[0] == "available" and read(full)[5] == 1
+    assert read(bare)[4:] == (None, None)  # unset: attr's default
+    assert read(as_dict) == ("allocated", None, "type-PF", None, None, 2)
+    lazy = _LazyDevice()
+    lazy.status = "claimed"
+    nullable = pd.reader("status", "label", "compute_node_id")
+    assert nullable(lazy) == ("claimed", None, 7)  # loaded by obj_load_attr
+    with pytest.raises(ValueError, match="two field names or more"):
+        pd.reader("status")
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(count=2, spec=[{"vendor_id": "10de"}], numa_policy="required",
+         request_id="6f1e5d1a-1d2b-4b0e-9c3e-1b5a3f1e2d4c"),
+    dict(count=1, spec=[{"vendor_id": "10de"}]),  # policy, id unset
+    dict(count=1, spec=[], numa_policy=None, request_id=None),
+])
+def test_request_fields_read_what_the_getters_read(
+        kwargs: dict[str, ty.Any]) -> None:
+    from pci_vgpu import pool_filters as pf
+    from pci_vgpu.objects import instance_pci_requests as ipr
+
+    names = ("request_id", "count", "numa_policy", "spec")
+    req = ipr.InstancePCIRequest(**kwargs)
+    assert pf._request_fields(req) == tuple(getattr(req, n) for n in names)
+    as_dict = dict(kwargs)
+    assert pf._request_fields(as_dict) == tuple(as_dict.get(n)
+                                                for n in names)
+
+
+def test_one_model_one_type_candidates_equal_the_general_lookup() -> None:
+    """A request naming one model and one type reads one index entry; the
+    same request written twice goes the general way (two specs)."""
+    from pci_vgpu import pool_filters as pf
+
+    s = stats.PciDeviceStats()
+    for dev in inv.to_devices(inv.default_host()):
+        s.add_device(dev)
+    for vtype in ("nvidia-222", "nvidia-222-name", "nvidia-1155", "zz"):
+        for product in (inv.T4, inv.L40_VF):
+            one = inv.request(1, [vtype], vendor_id=inv.NVIDIA,
+                              product_id=product)
+            two = inv.request(1, [vtype], vendor_id=inv.NVIDIA,
+                              product_id=product)
+            two.spec = [dict(one.spec[0]), dict(one.spec[0])]
+            fast = s._candidates(pf.RequestView.of(one))
+            assert fast == s._candidates(pf.RequestView.of(two))
+            assert all(p.is_vgpu and vtype in p.names for p in fast)
+    assert s._candidates(pf.RequestView.of(inv.request(
+        1, ["nvidia-222"], vendor_id=inv.NVIDIA, product_id=inv.T4)))
 
 
 def test_attr_reads_what_the_getter_reads() -> None:
@@ -159,6 +290,10 @@ def test_random_uuid_is_a_fresh_version_4_uuid() -> None:
     assert len(seen) == 2000
     # every variant nibble appears (the two random bits are not stuck)
     assert {t[19] for t in seen} == set("89ab")
+    several = pool_take.random_uuids(3)
+    assert len(set(several)) == 3
+    assert all(str(uuid.UUID(t)) == t and uuid.UUID(t).version == 4
+               for t in several)
 
 
 @hypothesis.settings(max_examples=80, deadline=None)
