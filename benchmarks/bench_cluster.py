@@ -146,7 +146,7 @@ def run_policy(name: str, nodes: list[cw.NodeSpec], tasks: list[cw.Task],
         arrived = cw.arrivals(tasks, sum(n.capacity_milli for n in cluster),
                               seed, arrive_max)
         curve = cs.replay(cluster, arrived, flavors, policy.weigher(mix, tasks),
-                          seed, policy.random_gpu)
+                          seed)
         curves.append(curve)
         log("  %-8s seed %d: %5.2f %% at 100 %% arrived, %d tasks, %d "
             "failed, %.1f s" % (name, seed, curve.ratio_at(100) or 0.0,

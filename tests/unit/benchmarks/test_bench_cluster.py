@@ -36,7 +36,7 @@ def test_replay_allocates_what_the_pools_hold(policy):
     cluster = cs.build_nodes(nodes, catalog, p, mix)
     cap = sum(n.capacity_milli for n in cluster)
     curve = cs.replay(cluster, cw.arrivals(tasks, cap, 42), cs.Flavors(
-        catalog, tasks), p.weigher(mix, tasks), 42, p.random_gpu)
+        catalog, tasks), p.weigher(mix, tasks), 42)
     # the harness's count agrees with the GPUs' own budgets
     held = sum(round(1000 * (1 - cs.frag.free_share(g.state)))
                for n in cluster for g in n.gpus)
