@@ -137,7 +137,7 @@ def run_policy(name: str, nodes: list[cw.NodeSpec], tasks: list[cw.Task],
     """One curve per seed for policy ``name``."""
     policy = cs.POLICIES[name]
     catalog = cs.Catalog.build(nodes, tasks, sharing)
-    mix = cs.task_mix(tasks, catalog.products)
+    mix = policy.mix(tasks, catalog.products)
     flavors = cs.Flavors(catalog, tasks)
     curves = []
     for seed in range(FIRST_SEED, FIRST_SEED + seeds):

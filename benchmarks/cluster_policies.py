@@ -12,7 +12,6 @@ equal scores the node with the smallest name (its ``selectHost``).
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import random
 import typing as ty
@@ -95,46 +94,49 @@ def _kind_of(task: cw.Task) -> tuple[str | None, int]:
 
 class FragmentationWeigher:
     """Our host weigher: least growth of expected fragmentation
-    (:func:`pci_vgpu.fragmentation.host_delta`), ties to the fuller host.
+    (:mod:`pci_vgpu.fragmentation`, with the kinds' CPU and RAM), ties to
+    the fuller host (BestFit's score), then the smallest name.
 
-    The GPU part is cached per host state and flavor.  The CPU part, the
-    host's free GPU share that GPU tasks can no longer use once the task
-    takes its CPU, is a step function of the host's free CPU over the
-    workload's GPU tasks (what ``host_fragmentation`` computes with
-    ``cpu_free``, in closed form: a bisect per host instead of a pass over
-    the kinds).
+    What it computes per host is kept until the host changes: the
+    fragmentation now, the GPUs after each kind of GPU request (placed as
+    the host's in-host policy would), and the fragmentation after each
+    task shape.
     """
 
-    def __init__(self, mix: frag.TaskMix,
-                 tasks: ty.Sequence[cw.Task] = ()) -> None:
+    def __init__(self, mix: frag.TaskMix, copies: bool = True) -> None:
         self.mix = mix
-        cpus = sorted(t.cpu_milli for t in tasks if t.num_gpu)
-        self._cpus = cpus
-        self._n = len(cpus)
+        self.copies = copies
 
-    def _cpu_lost(self, cpu_free: int) -> float:
-        """Share of GPU tasks that want more CPU than ``cpu_free``."""
-        if not self._n:
-            return 0.0
-        return (self._n - bisect.bisect_right(self._cpus, cpu_free)) / self._n
+    def delta(self, n: Node, task: cw.Task) -> float:
+        key = ("frag", task.cpu_milli, task.memory_mib, task.gpu_milli,
+               task.num_gpu)
+        found = n.cache.get(key)
+        if found is None:
+            found = n.cache[key] = self._delta(n, task)
+        return ty.cast(float, found)
 
-    def delta(self, n: Node, task: cw.Task, key: str) -> float:
-        cached = n.cache.get(("frag", key))
-        if cached is None:
-            vtype, count = _kind_of(task)
-            found = frag.host_delta(n.gpus, vtype, count, self.mix)
-            cached = n.cache[("frag", key)] = (
-                found if found is not None else float("inf"))
-        free_after = (n.capacity_milli - n.used_milli - task.total_milli
-                      ) / cw.MILLI
-        cpu = (self._cpu_lost(n.cpu_free - task.cpu_milli)
-               - self._cpu_lost(n.cpu_free)) * free_after
-        return ty.cast(float, cached) + cpu
+    def _delta(self, n: Node, task: cw.Task) -> float:
+        before = n.cache.get("frag-now")
+        if before is None:
+            before = n.cache["frag-now"] = frag.host_fragmentation(
+                n.gpus, self.mix, n.cpu_free, n.ram_free, self.copies)
+        vtype, count = _kind_of(task)
+        placed_key = ("frag-placed", vtype, count)
+        if placed_key not in n.cache:
+            n.cache[placed_key] = frag.place(n.gpus, vtype, count, self.mix
+                                             ) if count else n.gpus
+        after = n.cache[placed_key]
+        if after is None:
+            return float("inf")
+        return frag.host_fragmentation(
+            after, self.mix, n.cpu_free - task.cpu_milli,
+            n.ram_free - task.memory_mib, self.copies) - before
 
     def __call__(self, nodes: list[Node], task: cw.Task, key: str,
                  rng: random.Random) -> Node:
-        return _best(nodes, lambda n: (-round(self.delta(n, task, key), 9),
-                                       _bestfit_raw(n, task)), rng)
+        return _best_by_name(nodes, [
+            (-round(self.delta(n, task), 9), _bestfit_raw(n, task))
+            for n in nodes])
 
 
 def weigh_pack(nodes: list[Node], task: cw.Task, key: str,
@@ -171,6 +173,11 @@ class Policy:
     doc: str
     in_host: str
     weigher: ty.Callable[[frag.TaskMix, ty.Sequence[cw.Task]], Weigher]
+    #: The kinds of tasks the policy expects (weigher and in-host choice),
+    #: from the task list and the catalog's model -> product id.
+    mix: ty.Callable[[ty.Sequence[cw.Task], dict[str, str]],
+                     frag.TaskMix] = lambda tasks, products: task_mix(
+                         tasks, products)
 
 
 POLICIES: dict[str, Policy] = {p.name: p for p in (
@@ -182,7 +189,13 @@ POLICIES: dict[str, Policy] = {p.name: p for p in (
            "fragmentation (sigmoid score), GPU chosen alike",
            capacity.PACK, lambda mix, tasks: cluster_fgd.FgdWeigher(tasks)),
     Policy("ours", "fragmentation weigher + in-host fragmentation policy",
-           frag.FRAGMENTATION, FragmentationWeigher),
+           frag.FRAGMENTATION, lambda mix, tasks: FragmentationWeigher(mix)),
+    Policy("ours1", "ours, CPU judged for one task (FGD's rule)",
+           frag.FRAGMENTATION,
+           lambda mix, tasks: FragmentationWeigher(mix, copies=False)),
+    Policy("oursd", "ours, kinds weighted by GPU demand",
+           frag.FRAGMENTATION, lambda mix, tasks: FragmentationWeigher(mix),
+           lambda tasks, products: task_mix(tasks, products, True)),
     Policy("pack", "fullest-GPU host first; in-host pack", capacity.PACK,
            lambda mix, tasks: weigh_pack),
     Policy("spread", "emptiest-GPU host first; in-host spread",
@@ -192,10 +205,11 @@ POLICIES: dict[str, Policy] = {p.name: p for p in (
 )}
 
 
-def task_mix(tasks: ty.Iterable[cw.Task], products: dict[str, str]
-             ) -> frag.TaskMix:
+def task_mix(tasks: ty.Iterable[cw.Task], products: dict[str, str],
+             by_demand: bool = False) -> frag.TaskMix:
     """The kinds of GPU tasks in a task list, weighted by how often they
-    appear (the paper's "typical pods", GPU part)."""
+    appear: the paper's "typical pods" (GPU share, count, models, CPU) with
+    RAM, all of them."""
     counts: dict[tuple[ty.Any, ...], int] = {}
     for t in tasks:
         if not t.num_gpu:
@@ -203,8 +217,9 @@ def task_mix(tasks: ty.Iterable[cw.Task], products: dict[str, str]
         vtype, count = _kind_of(t)
         models = frozenset(products[m] for m in t.models
                            if m in products) if t.models else None
-        k = (vtype, count, models)
-        counts[k] = counts.get(k, 0) + 1
+        k = (vtype, count, models, t.cpu_milli, t.memory_mib)
+        counts[k] = counts.get(k, 0) + (t.total_milli if by_demand else 1)
     return frag.TaskMix(tuple(
-        frag.TaskKind(v, c, m, float(w))
-        for (v, c, m), w in sorted(counts.items(), key=lambda kv: repr(kv))))
+        frag.TaskKind(v, c, m, float(w), cpu, ram)
+        for (v, c, m, cpu, ram), w in sorted(counts.items(),
+                                             key=lambda kv: repr(kv))))

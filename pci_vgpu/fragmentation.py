@@ -23,6 +23,7 @@ capacity rule: capacity itself stays in integers in :mod:`capacity`).
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import typing as ty
 
@@ -50,23 +51,109 @@ class TaskKind:
     memory_mib: int = 0
 
 
+Shape = ty.Tuple[ty.Optional[str], int, ty.Optional[ty.FrozenSet[str]]]
+
+
+class _Shape:
+    """The kinds of a mix that want the same GPUs (type, count, models),
+    with what each needs of the host's CPU and RAM."""
+
+    def __init__(self, shape: Shape, kinds: list[TaskKind]) -> None:
+        self.vgpu_type, self.gpus, self.products = shape
+        kinds = sorted(kinds, key=lambda k: (k.cpu_milli, k.memory_mib))
+        self.cpus = [k.cpu_milli for k in kinds]
+        self.rams = [k.memory_mib for k in kinds]
+        self.weights = [k.weight for k in kinds]
+        #: cumulated[i]: weight of the i kinds wanting the least CPU.
+        self.cumulated = [0.0]
+        for w in self.weights:
+            self.cumulated.append(self.cumulated[-1] + w)
+        self.weight = self.cumulated[-1]
+        self._any_ram = any(self.rams)
+
+    def able_weight(self, cpu_free: int | None, ram_free: int | None
+                    ) -> float:
+        """Weight of the kinds whose CPU and RAM the host has (None: not
+        judged)."""
+        if cpu_free is None and (ram_free is None or not self._any_ram):
+            return self.weight
+        if ram_free is None or not self._any_ram:
+            return self.cumulated[bisect.bisect_right(self.cpus, cpu_free)]
+        return sum(w for c, r, w in zip(self.cpus, self.rams, self.weights)
+                   if (cpu_free is None or c <= cpu_free) and r <= ram_free)
+
+    def serves(self, gpu: HostGpu) -> bool:
+        """Can one unit of the shape go on this GPU now (ignoring counts)?"""
+        if self.products is not None and gpu.product not in self.products:
+            return False
+        if self.vgpu_type is None:
+            return capacity.whole_assignable(gpu.state)
+        return capacity.free_instances(gpu.state, self.vgpu_type) > 0
+
+
+#: GPU profiles a mix keeps (see :meth:`TaskMix.profile`) before it
+#: forgets them all: a bound on memory, not a tuning knob.
+_PROFILES_KEPT = 100000
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskMix:
     """The kinds of tasks expected, with their frequencies."""
 
     kinds: tuple[TaskKind, ...]
+    #: The kinds grouped by the GPUs they want (derived).
+    shapes: tuple[_Shape, ...] = dataclasses.field(
+        init=False, repr=False, compare=False)
+    _profiles: dict[tuple[ty.Any, ...], tuple[float, tuple[bool, ...],
+                                              float]] = dataclasses.field(
+        init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.kinds:
             raise ValueError("a task mix needs at least one kind of task")
+        groups: dict[Shape, list[TaskKind]] = {}
         for kind in self.kinds:
             if kind.weight <= 0 or kind.gpus < 1:
                 raise ValueError(
                     "task kind %r: weight must be > 0 and gpus >= 1" % (kind,))
+            groups.setdefault((kind.vgpu_type, kind.gpus, kind.products),
+                              []).append(kind)
+        object.__setattr__(self, "shapes", tuple(
+            _Shape(shape, kinds) for shape, kinds in groups.items()))
+        object.__setattr__(self, "_profiles", {})
 
     @property
     def total(self) -> float:
         return sum(k.weight for k in self.kinds)
+
+    def profile(self, gpu: HostGpu) -> tuple[float, tuple[bool, ...], float]:
+        """(free share, which shapes it serves, weight of those it does not
+        serve judged on this GPU alone) of a GPU.
+
+        Kept per GPU state: what decides the answers is the GPU's model,
+        its sharing rule and whole state, the vGPUs on it (their types,
+        sizes and use) and the maxima and sizes of the shapes' types.
+        """
+        state = gpu.state
+        key = (gpu.product, state.sharing, state.whole, state.foreign,
+               state.capacity,
+               tuple(sorted((t, n, state.sizes.get(t))
+                            for t, n in state.existing.items() if n)),
+               tuple(sorted((t, n) for t, n in state.in_use.items() if n)),
+               tuple((state.max_instances.get(s.vgpu_type),
+                      state.sizes.get(s.vgpu_type))
+                     if s.vgpu_type is not None else None
+                     for s in self.shapes))
+        found = self._profiles.get(key)
+        if found is None:
+            served = tuple(s.serves(gpu) for s in self.shapes)
+            unserved = sum(s.weight for s, ok in zip(self.shapes, served)
+                           if not ok)
+            if len(self._profiles) >= _PROFILES_KEPT:
+                self._profiles.clear()
+            found = self._profiles[key] = (free_share(state), served,
+                                           unserved)
+        return found
 
 
 def mix_of_types(types: ty.Iterable[str], whole: bool = True) -> TaskMix:
@@ -98,50 +185,73 @@ def free_share(state: capacity.GpuState) -> float:
     return max(0.0, 1.0 - fill)
 
 
-def _serves(kind: TaskKind, gpu: HostGpu) -> bool:
-    """Can one unit of ``kind`` go on this GPU now (ignoring counts)?"""
-    if kind.products is not None and gpu.product not in kind.products:
-        return False
-    if kind.vgpu_type is None:
-        return capacity.whole_assignable(gpu.state)
-    return capacity.free_instances(gpu.state, kind.vgpu_type) > 0
-
-
 def host_fragmentation(gpus: ty.Sequence[HostGpu], mix: TaskMix,
                        cpu_free: int | None = None,
-                       ram_free: int | None = None) -> float:
+                       ram_free: int | None = None,
+                       copies: bool = False) -> float:
     """Expected free GPU share (in GPUs) the mix's next task cannot use.
 
-    For a whole-GPU kind wanting k GPUs, whole free GPUs count as usable
-    only when the host has k of them that the kind accepts; a kind whose
-    CPU or RAM the host lacks (``cpu_free``/``ram_free``, None: not
-    judged) can use none of it.
+    A kind can use the free share of the GPUs that can take one unit of it
+    now; a whole-GPU kind wanting k GPUs only when the host has k of them;
+    a kind whose CPU or RAM the host lacks (``cpu_free``/``ram_free``,
+    None: not judged) none of it.  Weighted by the kinds' frequencies.
+
+    :param copies: judge CPU and RAM for as many tasks of the kind as
+        would use that share: a kind can use only what the tasks the
+        host's CPU and RAM still admit would take.
     """
-    free = [free_share(g.state) for g in gpus]
-    lost_total = 0.0
-    for kind in mix.kinds:
-        if (cpu_free is not None and kind.cpu_milli > cpu_free) or (
-                ram_free is not None and kind.memory_mib > ram_free):
-            lost_total += kind.weight * sum(free)
+    profiles = [mix.profile(g) for g in gpus]
+    free = sum(p[0] for p in profiles)
+    if not free:
+        return 0.0
+    lost = 0.0
+    for s, shape in enumerate(mix.shapes):
+        serving = [p[0] for p in profiles if p[1][s]]
+        usable = sum(serving) if (shape.vgpu_type is not None
+                                  or len(serving) >= shape.gpus) else 0.0
+        if copies and usable and (cpu_free is not None
+                                  or ram_free is not None):
+            unit = _unit(gpus, shape, [p[1][s] for p in profiles])
+            lost += shape.weight * free - sum(
+                w * min(usable, unit * _admitted(c, r, cpu_free, ram_free))
+                for c, r, w in zip(shape.cpus, shape.rams, shape.weights))
             continue
-        serves = [_serves(kind, g) for g in gpus]
-        if kind.vgpu_type is None and sum(serves) < kind.gpus:
-            serves = [False] * len(gpus)
-        lost_total += kind.weight * sum(
-            f for f, ok in zip(free, serves) if not ok)
-    return lost_total / mix.total
+        able = shape.able_weight(cpu_free, ram_free) if usable else 0.0
+        lost += shape.weight * free - able * usable
+    return lost / mix.total
+
+
+def _unit(gpus: ty.Sequence[HostGpu], shape: _Shape,
+          serving: list[bool]) -> float:
+    """Share of the GPUs one task of the shape takes (on the first GPU
+    that serves it)."""
+    if shape.vgpu_type is None:
+        return float(shape.gpus)
+    state = next(g.state for g, ok in zip(gpus, serving) if ok)
+    size = state.sizes[shape.vgpu_type]
+    return max(n / c for n, c in zip(size, state.capacity))
+
+
+def _admitted(cpu: int, ram: int, cpu_free: int | None,
+              ram_free: int | None) -> float:
+    """Tasks wanting ``cpu`` and ``ram`` the host's free CPU and RAM
+    admit (inf when neither is judged or wanted)."""
+    found = float("inf")
+    if cpu_free is not None and cpu:
+        found = min(found, max(0, cpu_free) // cpu)
+    if ram_free is not None and ram:
+        found = min(found, max(0, ram_free) // ram)
+    if cpu_free is not None and cpu_free < cpu or (
+            ram_free is not None and ram_free < ram):
+        return 0.0
+    return found
 
 
 def gpu_fragmentation(gpu: HostGpu, mix: TaskMix) -> float:
-    """One GPU's part of :func:`host_fragmentation` (whole kinds of one
-    GPU are judged on this GPU alone)."""
-    free = free_share(gpu.state)
-    if not free:
-        return 0.0
-    lost = sum(k.weight for k in mix.kinds
-               if not (_serves(k, gpu) and (k.vgpu_type is not None
-                                            or k.gpus == 1)))
-    return free * lost / mix.total
+    """One GPU's part of :func:`host_fragmentation`, judged on this GPU
+    alone (a multi-GPU kind as if the host had its other GPUs)."""
+    free, _, unserved = mix.profile(gpu)
+    return free * unserved / mix.total
 
 
 def gpu_key(gpu: HostGpu, vgpu_type: str, mix: TaskMix
@@ -198,7 +308,8 @@ def place(gpus: ty.Sequence[HostGpu], vgpu_type: str | None, count: int,
 def host_delta(gpus: ty.Sequence[HostGpu], vgpu_type: str | None,
                count: int, mix: TaskMix,
                cpu: tuple[int, int] | None = None,
-               ram: tuple[int, int] | None = None) -> float | None:
+               ram: tuple[int, int] | None = None,
+               copies: bool = False) -> float | None:
     """Growth of the host's expected fragmentation if it takes the task;
     None when it cannot.  Lower is better (the weigher negates it).
 
@@ -213,8 +324,8 @@ def host_delta(gpus: ty.Sequence[HostGpu], vgpu_type: str | None,
     ram_before = ram[0] if ram else None
     cpu_after = cpu[0] - cpu[1] if cpu else None
     ram_after = ram[0] - ram[1] if ram else None
-    return (host_fragmentation(after, mix, cpu_after, ram_after)
-            - host_fragmentation(gpus, mix, cpu_before, ram_before))
+    return (host_fragmentation(after, mix, cpu_after, ram_after, copies)
+            - host_fragmentation(gpus, mix, cpu_before, ram_before, copies))
 
 
 def host_gpus(pool_dicts: ty.Iterable[ty.Mapping[str, ty.Any]]
