@@ -70,6 +70,7 @@ class _Shape:
             self.cumulated.append(self.cumulated[-1] + w)
         self.weight = self.cumulated[-1]
         self._any_ram = any(self.rams)
+        self.needs = list(zip(self.cpus, self.rams, self.weights))
 
     def able_weight(self, cpu_free: int | None, ram_free: int | None
                     ) -> float:
@@ -77,10 +78,30 @@ class _Shape:
         judged)."""
         if cpu_free is None and (ram_free is None or not self._any_ram):
             return self.weight
-        if ram_free is None or not self._any_ram:
+        if cpu_free is not None and (ram_free is None or not self._any_ram):
             return self.cumulated[bisect.bisect_right(self.cpus, cpu_free)]
         return sum(w for c, r, w in zip(self.cpus, self.rams, self.weights)
-                   if (cpu_free is None or c <= cpu_free) and r <= ram_free)
+                   if (cpu_free is None or c <= cpu_free)
+                   and (ram_free is None or r <= ram_free))
+
+    def used_by_copies(self, usable: float, unit: float,
+                       cpu_free: int | None, ram_free: int | None) -> float:
+        """Weighted share of ``usable`` the kinds' tasks would take, as
+        many of each as the free CPU and RAM admit (``unit``: what one
+        task takes)."""
+        used = 0.0
+        for c, r, w in self.needs:
+            n = usable
+            if cpu_free is not None and c:
+                if c > cpu_free:
+                    continue
+                n = min(n, cpu_free // c * unit)
+            if ram_free is not None and r:
+                if r > ram_free:
+                    continue
+                n = min(n, ram_free // r * unit)
+            used += w * n
+        return used
 
     def serves(self, gpu: HostGpu) -> bool:
         """Can one unit of the shape go on this GPU now (ignoring counts)?"""
@@ -96,6 +117,19 @@ class _Shape:
 _PROFILES_KEPT = 100000
 
 
+class GpuProfile(ty.NamedTuple):
+    """What the policy needs of one GPU, per shape of a mix."""
+
+    #: Share of the GPU still free.
+    free: float
+    #: Whether one unit of each shape fits on it now.
+    served: tuple[bool, ...]
+    #: Weight of the shapes it does not serve, judged on this GPU alone.
+    unserved: float
+    #: Share of the GPU one unit of each shape takes (vGPU shapes).
+    units: tuple[float, ...]
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskMix:
     """The kinds of tasks expected, with their frequencies."""
@@ -104,8 +138,9 @@ class TaskMix:
     #: The kinds grouped by the GPUs they want (derived).
     shapes: tuple[_Shape, ...] = dataclasses.field(
         init=False, repr=False, compare=False)
-    _profiles: dict[tuple[ty.Any, ...], tuple[float, tuple[bool, ...],
-                                              float]] = dataclasses.field(
+    _types: list[str] = dataclasses.field(
+        init=False, repr=False, compare=False)
+    _profiles: dict[tuple[ty.Any, ...], GpuProfile] = dataclasses.field(
         init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -118,21 +153,22 @@ class TaskMix:
                     "task kind %r: weight must be > 0 and gpus >= 1" % (kind,))
             groups.setdefault((kind.vgpu_type, kind.gpus, kind.products),
                               []).append(kind)
-        object.__setattr__(self, "shapes", tuple(
-            _Shape(shape, kinds) for shape, kinds in groups.items()))
+        shapes = tuple(_Shape(shape, kinds) for shape, kinds in groups.items())
+        object.__setattr__(self, "shapes", shapes)
+        object.__setattr__(self, "_types",
+                           [s.vgpu_type or "" for s in shapes])
         object.__setattr__(self, "_profiles", {})
 
     @property
     def total(self) -> float:
         return sum(k.weight for k in self.kinds)
 
-    def profile(self, gpu: HostGpu) -> tuple[float, tuple[bool, ...], float]:
-        """(free share, which shapes it serves, weight of those it does not
-        serve judged on this GPU alone) of a GPU.
+    def profile(self, gpu: HostGpu) -> GpuProfile:
+        """The GPU's :class:`GpuProfile` for this mix.
 
-        Kept per GPU state: what decides the answers is the GPU's model,
-        its sharing rule and whole state, the vGPUs on it (their types,
-        sizes and use) and the maxima and sizes of the shapes' types.
+        Kept per GPU state: what decides it is the GPU's model, its sharing
+        rule, budget and whole state, the vGPUs on it (their types, sizes
+        and use) and the maxima and sizes of the shapes' types.
         """
         state = gpu.state
         key = (gpu.product, state.sharing, state.whole, state.foreign,
@@ -140,20 +176,27 @@ class TaskMix:
                tuple(sorted((t, n, state.sizes.get(t))
                             for t, n in state.existing.items() if n)),
                tuple(sorted((t, n) for t, n in state.in_use.items() if n)),
-               tuple((state.max_instances.get(s.vgpu_type),
-                      state.sizes.get(s.vgpu_type))
-                     if s.vgpu_type is not None else None
-                     for s in self.shapes))
+               tuple(map(state.max_instances.get, self._types)),
+               tuple(map(state.sizes.get, self._types)))
         found = self._profiles.get(key)
         if found is None:
-            served = tuple(s.serves(gpu) for s in self.shapes)
-            unserved = sum(s.weight for s, ok in zip(self.shapes, served)
-                           if not ok)
             if len(self._profiles) >= _PROFILES_KEPT:
                 self._profiles.clear()
-            found = self._profiles[key] = (free_share(state), served,
-                                           unserved)
+            found = self._profiles[key] = self._profile(gpu)
         return found
+
+    def _profile(self, gpu: HostGpu) -> GpuProfile:
+        served = tuple(s.serves(gpu) for s in self.shapes)
+        state = gpu.state
+        units = tuple(
+            max(n / c for n, c in zip(state.sizes[s.vgpu_type],
+                                      state.capacity))
+            if ok and s.vgpu_type is not None else float(s.gpus)
+            for s, ok in zip(self.shapes, served))
+        return GpuProfile(
+            free_share(state), served,
+            sum(s.weight for s, ok in zip(self.shapes, served) if not ok),
+            units)
 
 
 def mix_of_types(types: ty.Iterable[str], whole: bool = True) -> TaskMix:
@@ -197,61 +240,37 @@ def host_fragmentation(gpus: ty.Sequence[HostGpu], mix: TaskMix,
     None: not judged) none of it.  Weighted by the kinds' frequencies.
 
     :param copies: judge CPU and RAM for as many tasks of the kind as
-        would use that share: a kind can use only what the tasks the
-        host's CPU and RAM still admit would take.
+        would use that share: a kind can use only what the tasks that the
+        host's CPU and RAM still admit would take (the default, FGD's
+        rule, asks them for one task).
     """
     profiles = [mix.profile(g) for g in gpus]
-    free = sum(p[0] for p in profiles)
+    free = sum(p.free for p in profiles)
     if not free:
         return 0.0
+    judged = copies and (cpu_free is not None or ram_free is not None)
     lost = 0.0
     for s, shape in enumerate(mix.shapes):
-        serving = [p[0] for p in profiles if p[1][s]]
-        usable = sum(serving) if (shape.vgpu_type is not None
-                                  or len(serving) >= shape.gpus) else 0.0
-        if copies and usable and (cpu_free is not None
-                                  or ram_free is not None):
-            unit = _unit(gpus, shape, [p[1][s] for p in profiles])
-            lost += shape.weight * free - sum(
-                w * min(usable, unit * _admitted(c, r, cpu_free, ram_free))
-                for c, r, w in zip(shape.cpus, shape.rams, shape.weights))
-            continue
-        able = shape.able_weight(cpu_free, ram_free) if usable else 0.0
-        lost += shape.weight * free - able * usable
+        serving = [p for p in profiles if p.served[s]]
+        usable = sum(p.free for p in serving) if (
+            shape.vgpu_type is not None or len(serving) >= shape.gpus
+        ) else 0.0
+        if not usable:
+            lost += shape.weight * free
+        elif judged:
+            lost += shape.weight * free - shape.used_by_copies(
+                usable, serving[0].units[s], cpu_free, ram_free)
+        else:
+            lost += (shape.weight * free
+                     - shape.able_weight(cpu_free, ram_free) * usable)
     return lost / mix.total
-
-
-def _unit(gpus: ty.Sequence[HostGpu], shape: _Shape,
-          serving: list[bool]) -> float:
-    """Share of the GPUs one task of the shape takes (on the first GPU
-    that serves it)."""
-    if shape.vgpu_type is None:
-        return float(shape.gpus)
-    state = next(g.state for g, ok in zip(gpus, serving) if ok)
-    size = state.sizes[shape.vgpu_type]
-    return max(n / c for n, c in zip(size, state.capacity))
-
-
-def _admitted(cpu: int, ram: int, cpu_free: int | None,
-              ram_free: int | None) -> float:
-    """Tasks wanting ``cpu`` and ``ram`` the host's free CPU and RAM
-    admit (inf when neither is judged or wanted)."""
-    found = float("inf")
-    if cpu_free is not None and cpu:
-        found = min(found, max(0, cpu_free) // cpu)
-    if ram_free is not None and ram:
-        found = min(found, max(0, ram_free) // ram)
-    if cpu_free is not None and cpu_free < cpu or (
-            ram_free is not None and ram_free < ram):
-        return 0.0
-    return found
 
 
 def gpu_fragmentation(gpu: HostGpu, mix: TaskMix) -> float:
     """One GPU's part of :func:`host_fragmentation`, judged on this GPU
     alone (a multi-GPU kind as if the host had its other GPUs)."""
-    free, _, unserved = mix.profile(gpu)
-    return free * unserved / mix.total
+    found = mix.profile(gpu)
+    return found.free * found.unserved / mix.total
 
 
 def gpu_key(gpu: HostGpu, vgpu_type: str, mix: TaskMix
