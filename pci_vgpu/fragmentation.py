@@ -244,7 +244,16 @@ def host_fragmentation(gpus: ty.Sequence[HostGpu], mix: TaskMix,
         host's CPU and RAM still admit would take (the default, FGD's
         rule, asks them for one task).
     """
-    profiles = [mix.profile(g) for g in gpus]
+    return profiles_fragmentation([mix.profile(g) for g in gpus], mix,
+                                  cpu_free, ram_free, copies)
+
+
+def profiles_fragmentation(profiles: ty.Sequence[GpuProfile], mix: TaskMix,
+                           cpu_free: int | None = None,
+                           ram_free: int | None = None,
+                           copies: bool = False) -> float:
+    """:func:`host_fragmentation` of a host given its GPUs' profiles
+    (:meth:`TaskMix.profile`), for callers that keep them."""
     free = sum(p.free for p in profiles)
     if not free:
         return 0.0
