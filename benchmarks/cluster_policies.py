@@ -102,9 +102,11 @@ class FragmentationWeigher:
     in-host policy would), and its score for each task shape.
     """
 
-    def __init__(self, mix: frag.TaskMix, copies: bool = True) -> None:
+    def __init__(self, mix: frag.TaskMix, copies: bool = True,
+                 accepted_only: bool = True) -> None:
         self.mix = mix
         self.copies = copies
+        self.accepted_only = accepted_only
         #: RAM is judged only when some kind wants it.
         self.ram = any(k.memory_mib for k in mix.kinds)
 
@@ -125,7 +127,7 @@ class FragmentationWeigher:
         if before is None:
             before = n.cache["frag-now"] = frag.profiles_fragmentation(
                 self._profiles(n, None, 0), self.mix, n.cpu_free, ram,
-                self.copies)
+                self.copies, self.accepted_only)
         vtype, count = _kind_of(task)
         after = self._profiles(n, vtype, count)
         if after is None:
@@ -133,7 +135,7 @@ class FragmentationWeigher:
         return frag.profiles_fragmentation(
             after, self.mix, n.cpu_free - task.cpu_milli,
             None if ram is None else ram - task.memory_mib,
-            self.copies) - ty.cast(float, before)
+            self.copies, self.accepted_only) - ty.cast(float, before)
 
     def _profiles(self, n: Node, vtype: str | None, count: int
                   ) -> list[frag.GpuProfile] | None:
@@ -202,9 +204,11 @@ POLICIES: dict[str, Policy] = {p.name: p for p in (
            capacity.PACK, lambda mix, tasks: cluster_fgd.FgdWeigher(tasks)),
     Policy("ours", "fragmentation weigher + in-host fragmentation policy",
            frag.FRAGMENTATION, lambda mix, tasks: FragmentationWeigher(mix)),
-    Policy("ours1", "ours, CPU judged for one task (FGD's rule)",
+    Policy("ours1", "ours with FGD's rules: CPU judged for one task, "
+           "unaccepted models lost",
            frag.FRAGMENTATION,
-           lambda mix, tasks: FragmentationWeigher(mix, copies=False)),
+           lambda mix, tasks: FragmentationWeigher(mix, copies=False,
+                                                   accepted_only=False)),
     Policy("pack", "fullest-GPU host first; in-host pack", capacity.PACK,
            lambda mix, tasks: weigh_pack),
     Policy("spread", "emptiest-GPU host first; in-host spread",

@@ -128,6 +128,8 @@ class GpuProfile(ty.NamedTuple):
     unserved: float
     #: Share of the GPU one unit of each shape takes (vGPU shapes).
     units: tuple[float, ...]
+    #: Whether each shape accepts the GPU's model at all.
+    accepts: tuple[bool, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +198,8 @@ class TaskMix:
         return GpuProfile(
             free_share(state), served,
             sum(s.weight for s, ok in zip(self.shapes, served) if not ok),
-            units)
+            units, tuple(s.products is None or gpu.product in s.products
+                         for s in self.shapes))
 
 
 def mix_of_types(types: ty.Iterable[str], whole: bool = True) -> TaskMix:
@@ -231,7 +234,8 @@ def free_share(state: capacity.GpuState) -> float:
 def host_fragmentation(gpus: ty.Sequence[HostGpu], mix: TaskMix,
                        cpu_free: int | None = None,
                        ram_free: int | None = None,
-                       copies: bool = False) -> float:
+                       copies: bool = False,
+                       accepted_only: bool = False) -> float:
     """Expected free GPU share (in GPUs) the mix's next task cannot use.
 
     A kind can use the free share of the GPUs that can take one unit of it
@@ -243,36 +247,50 @@ def host_fragmentation(gpus: ty.Sequence[HostGpu], mix: TaskMix,
         would use that share: a kind can use only what the tasks that the
         host's CPU and RAM still admit would take (the default, FGD's
         rule, asks them for one task).
+    :param accepted_only: judge each kind on the GPUs of the models it
+        accepts, weighted among the kinds that accept some GPU of the
+        host (the expected loss for a next task that could come here);
+        by default (FGD's rule) a kind loses all the free share of models
+        it does not accept, which rewards any host of a rare model.
     """
     return profiles_fragmentation([mix.profile(g) for g in gpus], mix,
-                                  cpu_free, ram_free, copies)
+                                  cpu_free, ram_free, copies, accepted_only)
 
 
 def profiles_fragmentation(profiles: ty.Sequence[GpuProfile], mix: TaskMix,
                            cpu_free: int | None = None,
                            ram_free: int | None = None,
-                           copies: bool = False) -> float:
+                           copies: bool = False,
+                           accepted_only: bool = False) -> float:
     """:func:`host_fragmentation` of a host given its GPUs' profiles
     (:meth:`TaskMix.profile`), for callers that keep them."""
     free = sum(p.free for p in profiles)
     if not free:
         return 0.0
     judged = copies and (cpu_free is not None or ram_free is not None)
-    lost = 0.0
+    lost = weight = 0.0
     for s, shape in enumerate(mix.shapes):
+        seen = free
+        if accepted_only and shape.products is not None:
+            seen = sum(p.free for p in profiles if p.accepts[s])
+            if not any(p.accepts[s] for p in profiles):
+                continue
+        weight += shape.weight
         serving = [p for p in profiles if p.served[s]]
         usable = sum(p.free for p in serving) if (
             shape.vgpu_type is not None or len(serving) >= shape.gpus
         ) else 0.0
         if not usable:
-            lost += shape.weight * free
+            lost += shape.weight * seen
         elif judged:
-            lost += shape.weight * free - shape.used_by_copies(
+            lost += shape.weight * seen - shape.used_by_copies(
                 usable, serving[0].units[s], cpu_free, ram_free)
         else:
-            lost += (shape.weight * free
+            lost += (shape.weight * seen
                      - shape.able_weight(cpu_free, ram_free) * usable)
-    return lost / mix.total
+    if not accepted_only:
+        return lost / mix.total
+    return lost / weight if weight else 0.0
 
 
 def gpu_fragmentation(gpu: HostGpu, mix: TaskMix) -> float:
@@ -337,7 +355,8 @@ def host_delta(gpus: ty.Sequence[HostGpu], vgpu_type: str | None,
                count: int, mix: TaskMix,
                cpu: tuple[int, int] | None = None,
                ram: tuple[int, int] | None = None,
-               copies: bool = False) -> float | None:
+               copies: bool = False,
+               accepted_only: bool = False) -> float | None:
     """Growth of the host's expected fragmentation if it takes the task;
     None when it cannot.  Lower is better (the weigher negates it).
 
@@ -352,8 +371,10 @@ def host_delta(gpus: ty.Sequence[HostGpu], vgpu_type: str | None,
     ram_before = ram[0] if ram else None
     cpu_after = cpu[0] - cpu[1] if cpu else None
     ram_after = ram[0] - ram[1] if ram else None
-    return (host_fragmentation(after, mix, cpu_after, ram_after, copies)
-            - host_fragmentation(gpus, mix, cpu_before, ram_before, copies))
+    return (host_fragmentation(after, mix, cpu_after, ram_after, copies,
+                               accepted_only)
+            - host_fragmentation(gpus, mix, cpu_before, ram_before, copies,
+                                 accepted_only))
 
 
 def host_gpus(pool_dicts: ty.Iterable[ty.Mapping[str, ty.Any]]

@@ -310,3 +310,23 @@ def test_profiles_follow_the_state():
     other = host(budget_gpu("b", SMALL))[0]
     other.product = "ffff"
     assert mix.profile(other)[0] == pytest.approx(0.7)
+
+
+def test_accepted_only_judges_a_kind_on_the_models_it_accepts():
+    # A whole-GPU kind for another model: by FGD's rule all of this host's
+    # free share is lost to it, so any task here "reduces" fragmentation.
+    # Judged among the kinds that accept the host, only the local kinds
+    # count, and their weights are renormalised.
+    mix = frag.TaskMix((frag.TaskKind(None, weight=3,
+                                      products=frozenset({"ffff"})),
+                        frag.TaskKind(BIG)))
+    gpus = host(budget_gpu("a", SMALL))
+    assert frag.host_fragmentation(gpus, mix) == pytest.approx(0.7 * 3 / 4)
+    assert frag.host_fragmentation(gpus, mix, accepted_only=True) == 0.0
+    split = host(budget_gpu("a", SMALL, SMALL))  # 0.4 left: no BIG
+    assert frag.host_fragmentation(split, mix, accepted_only=True) == \
+        pytest.approx(0.4)
+    only_foreign = frag.TaskMix((frag.TaskKind(
+        None, products=frozenset({"ffff"})),))
+    assert frag.host_fragmentation(gpus, only_foreign,
+                                   accepted_only=True) == 0.0
