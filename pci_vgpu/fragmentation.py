@@ -10,12 +10,25 @@ that is a host's *expected fragmentation* (the idea of Weng et al.,
 sharing rules through :mod:`pci_vgpu.capacity`, so the one-type lock and
 typed budgets count exactly as the pools count them.
 
+A kind may also need host CPU and RAM: a host that lacks them for one
+task of the kind loses all its free share to it (FGD's rule), and with
+``copies`` a kind can use only what as many of its tasks as the free CPU
+and RAM admit would take, which sees GPUs that the CPU will strand before
+the last CPU is gone.  With ``accepted_only`` a kind is judged only on the
+GPU models it accepts, among the kinds that accept the host (FGD counts
+every other model's free share as lost to it, which draws all tasks to the
+hosts of rare models first).
+
 Placing a task changes the expected fragmentation of one host; the policy
 places it where the increase is smallest (the host weigher,
 :func:`host_delta`), and inside the host on the GPU whose own increase is
 smallest (:func:`gpu_key`, the in-host ``fragmentation`` placement policy).
 Ties go to the fuller GPU or host, which keeps empty ones whole for the big
 tasks to come.
+
+The kinds are grouped by the GPUs they want (their *shapes*), and what a
+GPU offers each shape is kept per GPU state (:class:`GpuProfile`), so a
+host costs a pass over its GPUs per shape, not per kind.
 
 Plain data, no objects, no I/O; floats are fine here (a score, not a
 capacity rule: capacity itself stays in integers in :mod:`capacity`).
