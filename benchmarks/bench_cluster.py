@@ -160,7 +160,7 @@ def run_policy(name: str, nodes: list[cw.NodeSpec], tasks: list[cw.Task],
     """One curve per seed for policy ``name``."""
     policy = cs.POLICIES[name]
     catalog = cs.Catalog.build(nodes, tasks, sharing)
-    mix = cs.task_mix(tasks, catalog.products)
+    mix = policy.mix(tasks, catalog.products)
     flavors = cs.Flavors(catalog, tasks)
     curves = []
     for seed in range(FIRST_SEED, FIRST_SEED + seeds):
@@ -169,7 +169,7 @@ def run_policy(name: str, nodes: list[cw.NodeSpec], tasks: list[cw.Task],
         arrived = cw.arrivals(tasks, sum(n.capacity_milli for n in cluster),
                               seed, arrive_max)
         curve = cs.replay(cluster, arrived, flavors, policy.weigher(mix, tasks),
-                          seed, policy.random_gpu)
+                          seed)
         curves.append(curve)
         log("  %-8s seed %d: %5.2f %% at 100 %% arrived, %d tasks, %d "
             "failed, %.1f s" % (name, seed, curve.ratio_at(100) or 0.0,

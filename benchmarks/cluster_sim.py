@@ -24,7 +24,6 @@ line).
 
 from __future__ import annotations
 
-import bisect
 import copy
 import dataclasses
 import json
@@ -33,6 +32,7 @@ import typing as ty
 
 from oslo_config import cfg
 
+from benchmarks import cluster_policies as policies
 from benchmarks import cluster_workload as cw
 from pci_vgpu import capacity
 from pci_vgpu import conf as pci_conf
@@ -44,14 +44,9 @@ from pci_vgpu.objects import pci_device
 VENDOR = "10de"
 #: NVIDIA vGPU sizes (share of a GPU, milli) for the --nvidia case.
 NVIDIA_SIZES = (125, 250, 500)
-#: Kubernetes' MaxNodeScore, and the simulator's normalisers (BestFit).
-MAX_SCORE = 100
-MAX_SPEC_CPU, MAX_SPEC_GPU = 128000, 8000
 
 
-def share_type(milli: int) -> str:
-    """The vGPU type of a share of ``milli`` thousandths of a GPU."""
-    return "share-%04d" % milli
+share_type = cw.share_type
 
 
 def nvidia_size(milli: int) -> int:
@@ -267,190 +262,13 @@ class Node:
         self._report()
 
 
-# -- weighers ----------------------------------------------------------------
+# -- policies: see benchmarks.cluster_policies --------------------------------
 
-Weigher = ty.Callable[[list[Node], cw.Task, str, random.Random], Node]
-
-
-def _best(nodes: list[Node], score: ty.Callable[[Node], ty.Any],
-          rng: random.Random) -> Node:
-    """Highest score; ties drawn at random (the Kubernetes scheduler's
-    selectHost, Nova with host_subset_size > 1 among equals)."""
-    scored = [(score(n), n) for n in nodes]
-    top = max(s for s, _ in scored)
-    tied = [n for s, n in scored if s == top]
-    return tied[0] if len(tied) == 1 else rng.choice(tied)
-
-
-def weigh_random(nodes: list[Node], task: cw.Task, key: str,
-                 rng: random.Random) -> Node:
-    """The paper's Random: any node that passed the filters."""
-    return nodes[rng.randrange(len(nodes))]
-
-
-def pin_random_gpu(node: Node, task: cw.Task, requests: list[ty.Any],
-                   rng: random.Random) -> list[ty.Any]:
-    """The paper's Random GPU choice for a share: one GPU drawn among those
-    that can host it, named in the request spec (``address``, as a
-    device_spec could) so that ``consume_requests`` takes that one."""
-    if not task.is_share:
-        return requests
-    choices = node.shares_on(share_type(task.gpu_milli))
-    address = choices[rng.randrange(len(choices))]
-    pinned = []
-    for r in requests:
-        r = r.obj_clone()
-        r.spec = [dict(s, address=address) for s in r.spec
-                  if s.get("product_id") == node.product]
-        pinned.append(r)
-    return pinned
-
-
-def _bestfit_raw(n: Node, task: cw.Task) -> int:
-    left = (0.5 * (n.cpu_free - task.cpu_milli) / MAX_SPEC_CPU
-            + 0.5 * (n.capacity_milli - n.used_milli - task.total_milli)
-            / MAX_SPEC_GPU)
-    return int((1.0 - left) * MAX_SCORE)
-
-
-def _normalised(raw: list[int]) -> list[int]:
-    lo, hi = min(raw), max(raw)
-    if hi == lo:
-        return [0] * len(raw)
-    return [(r - lo) * MAX_SCORE // (hi - lo) for r in raw]
-
-
-def weigh_bestfit(nodes: list[Node], task: cw.Task, key: str,
-                  rng: random.Random) -> Node:
-    """The paper's BestFit: least CPU and GPU left after the task (equal
-    weights, normalised by 128 CPUs and 8 GPUs), integer scores 0-100."""
-    scores = _normalised([_bestfit_raw(n, task) for n in nodes])
-    by_node = dict(zip(map(id, nodes), scores))
-    return _best(nodes, lambda n: by_node[id(n)], rng)
-
-
-def _kind_of(task: cw.Task, catalog_shares: bool = True
-             ) -> tuple[str | None, int]:
-    if task.is_share:
-        return share_type(task.gpu_milli), 1
-    return None, task.num_gpu
-
-
-class FragmentationWeigher:
-    """Our host weigher: least growth of expected fragmentation
-    (:func:`pci_vgpu.fragmentation.host_delta`), ties to the fuller host.
-
-    The GPU part is cached per host state and flavor.  The CPU part, the
-    host's free GPU share that GPU tasks can no longer use once the task
-    takes its CPU, is a step function of the host's free CPU over the
-    workload's GPU tasks (what ``host_fragmentation`` computes with
-    ``cpu_free``, in closed form: a bisect per host instead of a pass over
-    the kinds).
-    """
-
-    def __init__(self, mix: frag.TaskMix,
-                 tasks: ty.Sequence[cw.Task] = ()) -> None:
-        self.mix = mix
-        cpus = sorted(t.cpu_milli for t in tasks if t.num_gpu)
-        self._cpus = cpus
-        self._n = len(cpus)
-
-    def _cpu_lost(self, cpu_free: int) -> float:
-        """Share of GPU tasks that want more CPU than ``cpu_free``."""
-        if not self._n:
-            return 0.0
-        return (self._n - bisect.bisect_right(self._cpus, cpu_free)) / self._n
-
-    def delta(self, n: Node, task: cw.Task, key: str) -> float:
-        cached = n.cache.get(("frag", key))
-        if cached is None:
-            vtype, count = _kind_of(task)
-            found = frag.host_delta(n.gpus, vtype, count, self.mix)
-            cached = n.cache[("frag", key)] = (
-                found if found is not None else float("inf"))
-        free_after = (n.capacity_milli - n.used_milli - task.total_milli
-                      ) / cw.MILLI
-        cpu = (self._cpu_lost(n.cpu_free - task.cpu_milli)
-               - self._cpu_lost(n.cpu_free)) * free_after
-        return ty.cast(float, cached) + cpu
-
-    def __call__(self, nodes: list[Node], task: cw.Task, key: str,
-                 rng: random.Random) -> Node:
-        return _best(nodes, lambda n: (-round(self.delta(n, task, key), 9),
-                                       _bestfit_raw(n, task)), rng)
-
-
-def weigh_pack(nodes: list[Node], task: cw.Task, key: str,
-               rng: random.Random) -> Node:
-    """GPU-aware packing: the host with the least free GPU share left."""
-    return _best(nodes, lambda n: n.used_milli - n.capacity_milli, rng)
-
-
-def weigh_spread(nodes: list[Node], task: cw.Task, key: str,
-                 rng: random.Random) -> Node:
-    """GPU-aware spreading: the host with the most free GPU share."""
-    return _best(nodes, lambda n: n.capacity_milli - n.used_milli, rng)
-
-
-def weigh_nova(nodes: list[Node], task: cw.Task, key: str,
-               rng: random.Random) -> Node:
-    """Nova's default weighers that see these hosts: RAMWeigher and
-    CPUWeigher (multiplier 1.0, each normalised to 0..1 over the hosts,
-    most free first); nothing GPU-aware."""
-    def norm(values: list[int]) -> list[float]:
-        lo, hi = min(values), max(values)
-        return [0.0 if hi == lo else (v - lo) / (hi - lo) for v in values]
-    ram = norm([n.ram_free for n in nodes])
-    cpu = norm([n.cpu_free for n in nodes])
-    weight = {id(n): r + c for n, r, c in zip(nodes, ram, cpu)}
-    return _best(nodes, lambda n: weight[id(n)], rng)
-
-
-@dataclasses.dataclass(frozen=True)
-class Policy:
-    """A scheduling policy: a host weigher and an in-host GPU choice."""
-
-    name: str
-    doc: str
-    in_host: str
-    weigher: ty.Callable[[frag.TaskMix, ty.Sequence[cw.Task]], Weigher]
-    #: Draw the GPU of a share at random (the paper's Random), else the
-    #: node's in-host policy chooses.
-    random_gpu: bool = False
-
-
-POLICIES: dict[str, Policy] = {p.name: p for p in (
-    Policy("random", "paper's Random: any fitting host, any fitting GPU",
-           capacity.PACK, lambda mix, tasks: weigh_random, random_gpu=True),
-    Policy("bestfit", "paper's BestFit: least CPU+GPU left; in-host pack "
-           "(= best-fit GPU)", capacity.PACK, lambda mix, tasks: weigh_bestfit),
-    Policy("ours", "fragmentation weigher + in-host fragmentation policy",
-           frag.FRAGMENTATION, FragmentationWeigher),
-    Policy("pack", "fullest-GPU host first; in-host pack", capacity.PACK,
-           lambda mix, tasks: weigh_pack),
-    Policy("spread", "emptiest-GPU host first; in-host spread",
-           capacity.SPREAD, lambda mix, tasks: weigh_spread),
-    Policy("nova", "Nova today: RAM+CPU weighers; in-host pack in address "
-           "order", capacity.PACK, lambda mix, tasks: weigh_nova),
-)}
-
-
-def task_mix(tasks: ty.Iterable[cw.Task], products: dict[str, str]
-             ) -> frag.TaskMix:
-    """The kinds of GPU tasks in a task list, weighted by how often they
-    appear (the paper's "typical pods", GPU part)."""
-    counts: dict[tuple[ty.Any, ...], int] = {}
-    for t in tasks:
-        if not t.num_gpu:
-            continue
-        vtype, count = _kind_of(t)
-        models = frozenset(products[m] for m in t.models
-                           if m in products) if t.models else None
-        k = (vtype, count, models)
-        counts[k] = counts.get(k, 0) + 1
-    return frag.TaskMix(tuple(
-        frag.TaskKind(v, c, m, float(w))
-        for (v, c, m), w in sorted(counts.items(), key=lambda kv: repr(kv))))
+Policy = policies.Policy
+POLICIES = policies.POLICIES
+task_mix = policies.task_mix
+weigh_bestfit = policies.weigh_bestfit
+_kind_of = policies._kind_of
 
 
 # -- replay ------------------------------------------------------------------
@@ -484,20 +302,77 @@ def build_nodes(specs: ty.Sequence[cw.NodeSpec], catalog: Catalog,
             for i, s in enumerate(specs)]
 
 
+class Candidates:
+    """The hosts that pass the filters, per task shape (CPU, RAM, flavor).
+
+    A filter answer changes only when the host does, so a shape's answers
+    are kept and only the hosts that changed since the shape was last
+    asked are filtered again (each through :meth:`Node.fits`: CPU, RAM,
+    ``support_requests``).
+    """
+
+    def __init__(self, nodes: list[Node]) -> None:
+        self.nodes = nodes
+        self._index = {id(n): i for i, n in enumerate(nodes)}
+        #: Indices of the hosts that changed, in order.
+        self._changed: list[int] = []
+        #: shape -> [changes seen, answer per host].
+        self._known: dict[tuple[int, int, str], list[ty.Any]] = {}
+
+    def able(self, task: cw.Task, key: str, reqs: list[ty.Any]
+             ) -> list[Node]:
+        shape = (task.cpu_milli, task.memory_mib, key)
+        entry = self._known.get(shape)
+        if entry is None:
+            entry = self._known[shape] = [len(self._changed), [
+                n.fits(task, key, reqs) for n in self.nodes]]
+        else:
+            answers = entry[1]
+            for i in set(self._changed[entry[0]:]):
+                answers[i] = self.nodes[i].fits(task, key, reqs)
+            entry[0] = len(self._changed)
+        return [n for n, ok in zip(self.nodes, entry[1]) if ok]
+
+    def changed(self, node: Node) -> None:
+        self._changed.append(self._index[id(node)])
+
+
+def pin_gpu(node: Node, requests: list[ty.Any], address: str
+            ) -> list[ty.Any]:
+    """The requests narrowed to the GPU at ``address`` (named in the spec,
+    as a device_spec could), so that ``consume_requests`` takes that one."""
+    pinned = []
+    for r in requests:
+        r = r.obj_clone()
+        r.spec = [dict(s, address=address) for s in r.spec
+                  if s.get("product_id") == node.product]
+        pinned.append(r)
+    return pinned
+
+
 def replay(nodes: list[Node], tasks: ty.Iterable[cw.Task], flavors: Flavors,
-           weigher: Weigher, seed: int, random_gpu: bool = False) -> Curve:
-    """Schedule every task in order; returns the allocation curve."""
+           weigher: policies.Weigher, seed: int) -> Curve:
+    """Schedule every task in order; returns the allocation curve.
+
+    A weigher with a ``gpu_address(node, task, rng)`` method chooses the
+    GPU of a task itself (the paper's Random and FGD); otherwise the host's
+    in-host policy does.
+    """
     rng = random.Random(seed)
     curve = Curve(sum(n.capacity_milli for n in nodes))
+    candidates = Candidates(nodes)
+    choose_gpu = getattr(weigher, "gpu_address", None)
     arrived = used = 0
     for task in tasks:
         arrived += task.total_milli
         key, reqs = flavors.key(task), flavors.requests(task)
-        able = [n for n in nodes if n.fits(task, key, reqs)]
+        able = candidates.able(task, key, reqs)
         if able:
             node = weigher(able, task, key, rng)
-            node.claim(task, pin_random_gpu(node, task, reqs, rng)
-                       if random_gpu else reqs)
+            address = choose_gpu(node, task, rng) if choose_gpu else None
+            node.claim(task, pin_gpu(node, reqs, address) if address
+                       else reqs)
+            candidates.changed(node)
             used += task.total_milli
         else:
             curve.failed += 1

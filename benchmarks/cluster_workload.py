@@ -62,6 +62,11 @@ class Task:
         return self.gpu_milli * self.num_gpu if self.num_gpu else 0
 
 
+def share_type(milli: int) -> str:
+    """The vGPU type of a share of ``milli`` thousandths of a GPU."""
+    return "share-%04d" % milli
+
+
 class TraceError(ValueError):
     """A trace file is missing or has a bad row."""
 

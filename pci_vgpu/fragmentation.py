@@ -10,6 +10,15 @@ that is a host's *expected fragmentation* (the idea of Weng et al.,
 sharing rules through :mod:`pci_vgpu.capacity`, so the one-type lock and
 typed budgets count exactly as the pools count them.
 
+A kind may also need host CPU and RAM: a host that lacks them for one
+task of the kind loses all its free share to it (FGD's rule), and with
+``copies`` a kind can use only what as many of its tasks as the free CPU
+and RAM admit would take, which sees GPUs that the CPU will strand before
+the last CPU is gone.  With ``accepted_only`` a kind is judged only on the
+GPU models it accepts, among the kinds that accept the host (FGD counts
+every other model's free share as lost to it, which draws all tasks to the
+hosts of rare models first).
+
 Placing a task changes the expected fragmentation of one host; the policy
 places it where the increase is smallest (the host weigher,
 :func:`host_delta`), and inside the host on the GPU whose own increase is
@@ -17,12 +26,17 @@ smallest (:func:`gpu_key`, the in-host ``fragmentation`` placement policy).
 Ties go to the fuller GPU or host, which keeps empty ones whole for the big
 tasks to come.
 
+The kinds are grouped by the GPUs they want (their *shapes*), and what a
+GPU offers each shape is kept per GPU state (:class:`GpuProfile`), so a
+host costs a pass over its GPUs per shape, not per kind.
+
 Plain data, no objects, no I/O; floats are fine here (a score, not a
 capacity rule: capacity itself stays in integers in :mod:`capacity`).
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import typing as ty
 
@@ -50,23 +64,155 @@ class TaskKind:
     memory_mib: int = 0
 
 
+Shape = ty.Tuple[ty.Optional[str], int, ty.Optional[ty.FrozenSet[str]]]
+
+
+class _Shape:
+    """The kinds of a mix that want the same GPUs (type, count, models),
+    with what each needs of the host's CPU and RAM."""
+
+    def __init__(self, shape: Shape, kinds: list[TaskKind]) -> None:
+        self.vgpu_type, self.gpus, self.products = shape
+        kinds = sorted(kinds, key=lambda k: (k.cpu_milli, k.memory_mib))
+        self.cpus = [k.cpu_milli for k in kinds]
+        self.rams = [k.memory_mib for k in kinds]
+        self.weights = [k.weight for k in kinds]
+        #: cumulated[i]: weight of the i kinds wanting the least CPU.
+        self.cumulated = [0.0]
+        for w in self.weights:
+            self.cumulated.append(self.cumulated[-1] + w)
+        self.weight = self.cumulated[-1]
+        self._any_ram = any(self.rams)
+        self.needs = list(zip(self.cpus, self.rams, self.weights))
+
+    def able_weight(self, cpu_free: int | None, ram_free: int | None
+                    ) -> float:
+        """Weight of the kinds whose CPU and RAM the host has (None: not
+        judged)."""
+        if cpu_free is None and (ram_free is None or not self._any_ram):
+            return self.weight
+        if cpu_free is not None and (ram_free is None or not self._any_ram):
+            return self.cumulated[bisect.bisect_right(self.cpus, cpu_free)]
+        return sum(w for c, r, w in zip(self.cpus, self.rams, self.weights)
+                   if (cpu_free is None or c <= cpu_free)
+                   and (ram_free is None or r <= ram_free))
+
+    def used_by_copies(self, usable: float, unit: float,
+                       cpu_free: int | None, ram_free: int | None) -> float:
+        """Weighted share of ``usable`` the kinds' tasks would take, as
+        many of each as the free CPU and RAM admit (``unit``: what one
+        task takes)."""
+        used = 0.0
+        for c, r, w in self.needs:
+            n = usable
+            if cpu_free is not None and c:
+                if c > cpu_free:
+                    continue
+                n = min(n, cpu_free // c * unit)
+            if ram_free is not None and r:
+                if r > ram_free:
+                    continue
+                n = min(n, ram_free // r * unit)
+            used += w * n
+        return used
+
+    def serves(self, gpu: HostGpu) -> bool:
+        """Can one unit of the shape go on this GPU now (ignoring counts)?"""
+        if self.products is not None and gpu.product not in self.products:
+            return False
+        if self.vgpu_type is None:
+            return capacity.whole_assignable(gpu.state)
+        return capacity.free_instances(gpu.state, self.vgpu_type) > 0
+
+
+#: GPU profiles a mix keeps (see :meth:`TaskMix.profile`) before it
+#: forgets them all: a bound on memory, not a tuning knob.
+_PROFILES_KEPT = 100000
+
+
+class GpuProfile(ty.NamedTuple):
+    """What the policy needs of one GPU, per shape of a mix."""
+
+    #: Share of the GPU still free.
+    free: float
+    #: Whether one unit of each shape fits on it now.
+    served: tuple[bool, ...]
+    #: Weight of the shapes it does not serve, judged on this GPU alone.
+    unserved: float
+    #: Share of the GPU one unit of each shape takes (vGPU shapes).
+    units: tuple[float, ...]
+    #: Whether each shape accepts the GPU's model at all.
+    accepts: tuple[bool, ...]
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskMix:
     """The kinds of tasks expected, with their frequencies."""
 
     kinds: tuple[TaskKind, ...]
+    #: The kinds grouped by the GPUs they want (derived).
+    shapes: tuple[_Shape, ...] = dataclasses.field(
+        init=False, repr=False, compare=False)
+    _types: list[str] = dataclasses.field(
+        init=False, repr=False, compare=False)
+    _profiles: dict[tuple[ty.Any, ...], GpuProfile] = dataclasses.field(
+        init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.kinds:
             raise ValueError("a task mix needs at least one kind of task")
+        groups: dict[Shape, list[TaskKind]] = {}
         for kind in self.kinds:
             if kind.weight <= 0 or kind.gpus < 1:
                 raise ValueError(
                     "task kind %r: weight must be > 0 and gpus >= 1" % (kind,))
+            groups.setdefault((kind.vgpu_type, kind.gpus, kind.products),
+                              []).append(kind)
+        shapes = tuple(_Shape(shape, kinds) for shape, kinds in groups.items())
+        object.__setattr__(self, "shapes", shapes)
+        object.__setattr__(self, "_types",
+                           [s.vgpu_type or "" for s in shapes])
+        object.__setattr__(self, "_profiles", {})
 
     @property
     def total(self) -> float:
         return sum(k.weight for k in self.kinds)
+
+    def profile(self, gpu: HostGpu) -> GpuProfile:
+        """The GPU's :class:`GpuProfile` for this mix.
+
+        Kept per GPU state: what decides it is the GPU's model, its sharing
+        rule, budget and whole state, the vGPUs on it (their types, sizes
+        and use) and the maxima and sizes of the shapes' types.
+        """
+        state = gpu.state
+        key = (gpu.product, state.sharing, state.whole, state.foreign,
+               state.capacity,
+               tuple(sorted((t, n, state.sizes.get(t))
+                            for t, n in state.existing.items() if n)),
+               tuple(sorted((t, n) for t, n in state.in_use.items() if n)),
+               tuple(map(state.max_instances.get, self._types)),
+               tuple(map(state.sizes.get, self._types)))
+        found = self._profiles.get(key)
+        if found is None:
+            if len(self._profiles) >= _PROFILES_KEPT:
+                self._profiles.clear()
+            found = self._profiles[key] = self._profile(gpu)
+        return found
+
+    def _profile(self, gpu: HostGpu) -> GpuProfile:
+        served = tuple(s.serves(gpu) for s in self.shapes)
+        state = gpu.state
+        units = tuple(
+            max(n / c for n, c in zip(state.sizes[s.vgpu_type],
+                                      state.capacity))
+            if ok and s.vgpu_type is not None else float(s.gpus)
+            for s, ok in zip(self.shapes, served))
+        return GpuProfile(
+            free_share(state), served,
+            sum(s.weight for s, ok in zip(self.shapes, served) if not ok),
+            units, tuple(s.products is None or gpu.product in s.products
+                         for s in self.shapes))
 
 
 def mix_of_types(types: ty.Iterable[str], whole: bool = True) -> TaskMix:
@@ -98,50 +244,73 @@ def free_share(state: capacity.GpuState) -> float:
     return max(0.0, 1.0 - fill)
 
 
-def _serves(kind: TaskKind, gpu: HostGpu) -> bool:
-    """Can one unit of ``kind`` go on this GPU now (ignoring counts)?"""
-    if kind.products is not None and gpu.product not in kind.products:
-        return False
-    if kind.vgpu_type is None:
-        return capacity.whole_assignable(gpu.state)
-    return capacity.free_instances(gpu.state, kind.vgpu_type) > 0
-
-
 def host_fragmentation(gpus: ty.Sequence[HostGpu], mix: TaskMix,
                        cpu_free: int | None = None,
-                       ram_free: int | None = None) -> float:
+                       ram_free: int | None = None,
+                       copies: bool = False,
+                       accepted_only: bool = False) -> float:
     """Expected free GPU share (in GPUs) the mix's next task cannot use.
 
-    For a whole-GPU kind wanting k GPUs, whole free GPUs count as usable
-    only when the host has k of them that the kind accepts; a kind whose
-    CPU or RAM the host lacks (``cpu_free``/``ram_free``, None: not
-    judged) can use none of it.
+    A kind can use the free share of the GPUs that can take one unit of it
+    now; a whole-GPU kind wanting k GPUs only when the host has k of them;
+    a kind whose CPU or RAM the host lacks (``cpu_free``/``ram_free``,
+    None: not judged) none of it.  Weighted by the kinds' frequencies.
+
+    :param copies: judge CPU and RAM for as many tasks of the kind as
+        would use that share: a kind can use only what the tasks that the
+        host's CPU and RAM still admit would take (the default, FGD's
+        rule, asks them for one task).
+    :param accepted_only: judge each kind on the GPUs of the models it
+        accepts, weighted among the kinds that accept some GPU of the
+        host (the expected loss for a next task that could come here);
+        by default (FGD's rule) a kind loses all the free share of models
+        it does not accept, which rewards any host of a rare model.
     """
-    free = [free_share(g.state) for g in gpus]
-    lost_total = 0.0
-    for kind in mix.kinds:
-        if (cpu_free is not None and kind.cpu_milli > cpu_free) or (
-                ram_free is not None and kind.memory_mib > ram_free):
-            lost_total += kind.weight * sum(free)
-            continue
-        serves = [_serves(kind, g) for g in gpus]
-        if kind.vgpu_type is None and sum(serves) < kind.gpus:
-            serves = [False] * len(gpus)
-        lost_total += kind.weight * sum(
-            f for f, ok in zip(free, serves) if not ok)
-    return lost_total / mix.total
+    return profiles_fragmentation([mix.profile(g) for g in gpus], mix,
+                                  cpu_free, ram_free, copies, accepted_only)
+
+
+def profiles_fragmentation(profiles: ty.Sequence[GpuProfile], mix: TaskMix,
+                           cpu_free: int | None = None,
+                           ram_free: int | None = None,
+                           copies: bool = False,
+                           accepted_only: bool = False) -> float:
+    """:func:`host_fragmentation` of a host given its GPUs' profiles
+    (:meth:`TaskMix.profile`), for callers that keep them."""
+    free = sum(p.free for p in profiles)
+    if not free:
+        return 0.0
+    judged = copies and (cpu_free is not None or ram_free is not None)
+    lost = weight = 0.0
+    for s, shape in enumerate(mix.shapes):
+        seen = free
+        if accepted_only and shape.products is not None:
+            seen = sum(p.free for p in profiles if p.accepts[s])
+            if not any(p.accepts[s] for p in profiles):
+                continue
+        weight += shape.weight
+        serving = [p for p in profiles if p.served[s]]
+        usable = sum(p.free for p in serving) if (
+            shape.vgpu_type is not None or len(serving) >= shape.gpus
+        ) else 0.0
+        if not usable:
+            lost += shape.weight * seen
+        elif judged:
+            lost += shape.weight * seen - shape.used_by_copies(
+                usable, serving[0].units[s], cpu_free, ram_free)
+        else:
+            lost += (shape.weight * seen
+                     - shape.able_weight(cpu_free, ram_free) * usable)
+    if not accepted_only:
+        return lost / mix.total
+    return lost / weight if weight else 0.0
 
 
 def gpu_fragmentation(gpu: HostGpu, mix: TaskMix) -> float:
-    """One GPU's part of :func:`host_fragmentation` (whole kinds of one
-    GPU are judged on this GPU alone)."""
-    free = free_share(gpu.state)
-    if not free:
-        return 0.0
-    lost = sum(k.weight for k in mix.kinds
-               if not (_serves(k, gpu) and (k.vgpu_type is not None
-                                            or k.gpus == 1)))
-    return free * lost / mix.total
+    """One GPU's part of :func:`host_fragmentation`, judged on this GPU
+    alone (a multi-GPU kind as if the host had its other GPUs)."""
+    found = mix.profile(gpu)
+    return found.free * found.unserved / mix.total
 
 
 def gpu_key(gpu: HostGpu, vgpu_type: str, mix: TaskMix
@@ -198,7 +367,9 @@ def place(gpus: ty.Sequence[HostGpu], vgpu_type: str | None, count: int,
 def host_delta(gpus: ty.Sequence[HostGpu], vgpu_type: str | None,
                count: int, mix: TaskMix,
                cpu: tuple[int, int] | None = None,
-               ram: tuple[int, int] | None = None) -> float | None:
+               ram: tuple[int, int] | None = None,
+               copies: bool = False,
+               accepted_only: bool = False) -> float | None:
     """Growth of the host's expected fragmentation if it takes the task;
     None when it cannot.  Lower is better (the weigher negates it).
 
@@ -213,8 +384,10 @@ def host_delta(gpus: ty.Sequence[HostGpu], vgpu_type: str | None,
     ram_before = ram[0] if ram else None
     cpu_after = cpu[0] - cpu[1] if cpu else None
     ram_after = ram[0] - ram[1] if ram else None
-    return (host_fragmentation(after, mix, cpu_after, ram_after)
-            - host_fragmentation(gpus, mix, cpu_before, ram_before))
+    return (host_fragmentation(after, mix, cpu_after, ram_after, copies,
+                               accepted_only)
+            - host_fragmentation(gpus, mix, cpu_before, ram_before, copies,
+                                 accepted_only))
 
 
 def host_gpus(pool_dicts: ty.Iterable[ty.Mapping[str, ty.Any]]

@@ -36,13 +36,62 @@ def test_replay_allocates_what_the_pools_hold(policy):
     cluster = cs.build_nodes(nodes, catalog, p, mix)
     cap = sum(n.capacity_milli for n in cluster)
     curve = cs.replay(cluster, cw.arrivals(tasks, cap, 42), cs.Flavors(
-        catalog, tasks), p.weigher(mix, tasks), 42, p.random_gpu)
+        catalog, tasks), p.weigher(mix, tasks), 42)
     # the harness's count agrees with the GPUs' own budgets
     held = sum(round(1000 * (1 - cs.frag.free_share(g.state)))
                for n in cluster for g in n.gpus)
     assert held == curve.used[-1]
     assert 0 < curve.ratio_at(100) <= 100
     assert all(n.cpu_free >= 0 and n.ram_free >= 0 for n in cluster)
+
+
+def test_candidates_agree_with_filtering_every_host():
+    nodes, tasks = _small()
+    p = cs.POLICIES["bestfit"]
+    catalog = cs.Catalog.build(nodes, tasks, capacity.BUDGET)
+    mix = cs.task_mix(tasks, catalog.products)
+    flavors = cs.Flavors(catalog, tasks)
+    cluster = cs.build_nodes(nodes, catalog, p, mix)
+    cap = sum(n.capacity_milli for n in cluster)
+    candidates = cs.Candidates(cluster)
+    probes = tasks[:40]
+    for i, task in enumerate(cw.arrivals(tasks, cap, 42, 0.9)):
+        key, reqs = flavors.key(task), flavors.requests(task)
+        able = candidates.able(task, key, reqs)
+        if i % 7 == 0:  # a shape asked again after hosts changed
+            probe = probes[i % len(probes)]
+            pk, pr = flavors.key(probe), flavors.requests(probe)
+            # the same hosts as fresh filters over the reported pools
+            assert candidates.able(probe, pk, pr) == [
+                n for n in cluster
+                if probe.cpu_milli <= n.cpu_free
+                and probe.memory_mib <= n.ram_free and (
+                    not pr or cs.stats.PciDeviceStats(
+                        stats=n.pools).support_requests(pr))]
+        if able:
+            node = p.weigher(mix, tasks)(able, task, key, None)
+            node.claim(task, reqs)
+            candidates.changed(node)
+
+
+def test_fgd_places_a_share_on_the_gpu_it_scored():
+    nodes, tasks = _small()
+    p = cs.POLICIES["fgd"]
+    catalog = cs.Catalog.build(nodes, tasks, capacity.BUDGET)
+    mix = cs.task_mix(tasks, catalog.products)
+    flavors = cs.Flavors(catalog, tasks)
+    cluster = cs.build_nodes(nodes, catalog, p, mix)
+    weigher = p.weigher(mix, tasks)
+    share = next(t for t in tasks if t.is_share)
+    node = cluster[0]
+    cs.replay([node], [t for t in tasks if t.is_share][:3], flavors,
+              weigher, 42)
+    address = weigher.gpu_address(node, share, None)
+    before = {g.state.address: cs.frag.free_share(g.state) for g in node.gpus}
+    node.claim(share, cs.pin_gpu(node, flavors.requests(share), address))
+    after = {g.state.address: cs.frag.free_share(g.state) for g in node.gpus}
+    changed = [a for a in before if before[a] != after[a]]
+    assert changed == [address]
 
 
 def test_nvidia_rounding():

@@ -203,3 +203,130 @@ def test_host_gpus_from_pools():
         "0000:41:00.0", "0000:42:00.0", "0000:43:00.0"]
     assert all(g.product == inv.T4 for g in gpus)
     assert gpus[0].state.capacity == (1000,)
+
+
+# -- CPU and RAM per kind, shapes, kept profiles --------------------------------
+
+
+def _reference(gpus, mix, cpu_free=None, ram_free=None):
+    """host_fragmentation written the slow, plain way: each kind over each
+    GPU through the capacity rules."""
+    free = [frag.free_share(g.state) for g in gpus]
+    lost = 0.0
+    for kind in mix.kinds:
+        if (cpu_free is not None and kind.cpu_milli > cpu_free) or (
+                ram_free is not None and kind.memory_mib > ram_free):
+            lost += kind.weight * sum(free)
+            continue
+        ok = []
+        for g in gpus:
+            if kind.products is not None and g.product not in kind.products:
+                ok.append(False)
+            elif kind.vgpu_type is None:
+                ok.append(capacity.whole_assignable(g.state))
+            else:
+                ok.append(capacity.free_instances(g.state, kind.vgpu_type) > 0)
+        if kind.vgpu_type is None and sum(ok) < kind.gpus:
+            ok = [False] * len(gpus)
+        lost += kind.weight * sum(f for f, o in zip(free, ok) if not o)
+    return lost / mix.total
+
+
+CPU_MIX = frag.TaskMix((
+    frag.TaskKind(SMALL, weight=3, cpu_milli=2000, memory_mib=100),
+    frag.TaskKind(SMALL, weight=1, cpu_milli=9000),
+    frag.TaskKind(BIG, weight=2, cpu_milli=4000, memory_mib=4000),
+    frag.TaskKind(None, weight=2, cpu_milli=8000),
+    frag.TaskKind(None, gpus=2, weight=1, cpu_milli=16000),
+    frag.TaskKind(None, weight=1, products=frozenset({"ffff"}))))
+
+
+@pytest.mark.parametrize("cpu,ram", [
+    (None, None), (0, 0), (2000, None), (4000, 3999), (8999, 10 ** 6),
+    (20000, 4000)])
+def test_host_fragmentation_matches_the_plain_rule(cpu, ram):
+    hosts = [host(budget_gpu("a"), budget_gpu("b")),
+             host(budget_gpu("a", SMALL), budget_gpu("b")),
+             host(budget_gpu("a", BIG), budget_gpu("b", SMALL, SMALL)),
+             host(budget_gpu("a", BIG, SMALL)),
+             host(budget_gpu("a", SMALL), budget_gpu("b", BIG),
+                  budget_gpu("c"))]
+    for gpus in hosts:
+        assert frag.host_fragmentation(gpus, CPU_MIX, cpu, ram) == \
+            pytest.approx(_reference(gpus, CPU_MIX, cpu, ram))
+
+
+def test_shapes_group_the_kinds_by_the_gpus_they_want():
+    shapes = {(s.vgpu_type, s.gpus, s.products): s for s in CPU_MIX.shapes}
+    assert len(shapes) == 5
+    small = shapes[(SMALL, 1, None)]
+    assert small.cpus == [2000, 9000] and small.weight == 4
+    assert small.able_weight(8999, None) == 3
+    assert shapes[(BIG, 1, None)].able_weight(10 ** 6, 3999) == 0
+
+
+def test_copies_count_the_tasks_the_cpu_admits():
+    # Two empty GPUs and CPU for one 8-CPU whole-GPU task: by FGD's rule
+    # both GPUs are usable, counting copies only one is.
+    mix = frag.TaskMix((frag.TaskKind(None, cpu_milli=8000),))
+    gpus = host(budget_gpu("a"), budget_gpu("b"))
+    assert frag.host_fragmentation(gpus, mix, cpu_free=8000) == 0.0
+    assert frag.host_fragmentation(gpus, mix, cpu_free=8000,
+                                   copies=True) == pytest.approx(1.0)
+    assert frag.host_fragmentation(gpus, mix, cpu_free=16000,
+                                   copies=True) == 0.0
+    # shares: 0.3 of a GPU each, CPU for two of them on 2 GPUs
+    mix = frag.TaskMix((frag.TaskKind(SMALL, cpu_milli=1000),))
+    assert frag.host_fragmentation(gpus, mix, cpu_free=2000,
+                                   copies=True) == pytest.approx(2 - 0.6)
+    # no CPU judged: copies change nothing
+    assert frag.host_fragmentation(gpus, mix, copies=True) == 0.0
+
+
+def test_host_delta_with_copies_sees_gpus_the_cpu_strands():
+    # B has a GPU more than its CPU can feed 8-CPU tasks: a 4-CPU whole-GPU
+    # task there leaves no GPU stranded.  FGD's one-task rule sees no
+    # difference between the hosts.
+    mix = frag.TaskMix((frag.TaskKind(None, cpu_milli=8000),))
+    a = host(budget_gpu("a"), budget_gpu("b"))
+    b = host(budget_gpu("a"), budget_gpu("b"), budget_gpu("c"))
+    on_a = frag.host_delta(a, None, 1, mix, cpu=(16000, 4000), copies=True)
+    on_b = frag.host_delta(b, None, 1, mix, cpu=(20000, 4000), copies=True)
+    assert on_a == 0.0 and on_b == pytest.approx(-1.0)
+    assert frag.host_delta(a, None, 1, mix, cpu=(16000, 4000)) == \
+        frag.host_delta(b, None, 1, mix, cpu=(20000, 4000)) == 0.0
+
+
+def test_profiles_follow_the_state():
+    gpu = host(budget_gpu("a"))[0]
+    mix = frag.TaskMix((frag.TaskKind(BIG), frag.TaskKind(None)))
+    assert mix.profile(gpu)[0] == 1.0
+    capacity.consume_instance(gpu.state, SMALL)
+    found = mix.profile(gpu)
+    assert found.free == pytest.approx(0.7)
+    assert found.unserved == 1.0  # the whole GPU is lost
+    assert found.served == (True, False)
+    assert found.units[0] == pytest.approx(0.7)
+    other = host(budget_gpu("b", SMALL))[0]
+    other.product = "ffff"
+    assert mix.profile(other)[0] == pytest.approx(0.7)
+
+
+def test_accepted_only_judges_a_kind_on_the_models_it_accepts():
+    # A whole-GPU kind for another model: by FGD's rule all of this host's
+    # free share is lost to it, so any task here "reduces" fragmentation.
+    # Judged among the kinds that accept the host, only the local kinds
+    # count, and their weights are renormalised.
+    mix = frag.TaskMix((frag.TaskKind(None, weight=3,
+                                      products=frozenset({"ffff"})),
+                        frag.TaskKind(BIG)))
+    gpus = host(budget_gpu("a", SMALL))
+    assert frag.host_fragmentation(gpus, mix) == pytest.approx(0.7 * 3 / 4)
+    assert frag.host_fragmentation(gpus, mix, accepted_only=True) == 0.0
+    split = host(budget_gpu("a", SMALL, SMALL))  # 0.4 left: no BIG
+    assert frag.host_fragmentation(split, mix, accepted_only=True) == \
+        pytest.approx(0.4)
+    only_foreign = frag.TaskMix((frag.TaskKind(
+        None, products=frozenset({"ffff"})),))
+    assert frag.host_fragmentation(gpus, only_foreign,
+                                   accepted_only=True) == 0.0
