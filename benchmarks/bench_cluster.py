@@ -159,17 +159,15 @@ def run_policy(name: str, nodes: list[cw.NodeSpec], tasks: list[cw.Task],
                log: ty.Callable[[str], None] = print) -> list[cs.Curve]:
     """One curve per seed for policy ``name``."""
     policy = cs.POLICIES[name]
-    catalog = cs.Catalog.build(nodes, tasks, sharing)
-    mix = policy.mix(tasks, catalog.products)
-    flavors = cs.Flavors(catalog, tasks)
+    setting = cs.Setting.of(nodes, tasks, sharing, policy)
     curves = []
     for seed in range(FIRST_SEED, FIRST_SEED + seeds):
         start = time.perf_counter()
-        cluster = cs.build_nodes(nodes, catalog, policy, mix)
+        cluster = cs.build_nodes(nodes, setting.catalog, policy, setting.mix)
         arrived = cw.arrivals(tasks, sum(n.capacity_milli for n in cluster),
                               seed, arrive_max)
-        curve = cs.replay(cluster, arrived, flavors, policy.weigher(mix, tasks),
-                          seed)
+        curve = cs.replay(cluster, arrived, setting.flavors,
+                          policy.weigher(setting.mix, tasks), seed)
         curves.append(curve)
         log("  %-8s seed %d: %5.2f %% at 100 %% arrived, %d tasks, %d "
             "failed, %.1f s" % (name, seed, curve.ratio_at(100) or 0.0,

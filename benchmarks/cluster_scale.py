@@ -53,14 +53,13 @@ def filled_cluster(specs: ty.Sequence[cw.NodeSpec],
     """Build the nodes and fill them to ``fill`` of the GPU capacity with
     BestFit (the arrivals of ``seed``)."""
     start = time.process_time()
-    catalog = cs.Catalog.build(specs, tasks, sharing)
-    mix = cs.task_mix(tasks, catalog.products)
-    flavors = cs.Flavors(catalog, tasks)
-    nodes = cs.build_nodes(specs, catalog, cs.POLICIES["bestfit"], mix)
+    filler = cs.POLICIES["bestfit"]
+    setting = cs.Setting.of(specs, tasks, sharing, filler)
+    nodes = cs.build_nodes(specs, setting.catalog, filler, setting.mix)
     total = sum(n.capacity_milli for n in nodes)
-    cs.replay(nodes, cw.arrivals(tasks, total, seed, fill), flavors,
-              cs.weigh_bestfit, seed)
-    return FilledCluster(nodes, tasks, flavors, mix,
+    cs.replay(nodes, cw.arrivals(tasks, total, seed, fill), setting.flavors,
+              filler.weigher(setting.mix, tasks), seed)
+    return FilledCluster(nodes, tasks, setting.flavors, setting.mix,
                          time.process_time() - start)
 
 

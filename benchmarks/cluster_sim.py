@@ -302,6 +302,24 @@ def build_nodes(specs: ty.Sequence[cw.NodeSpec], catalog: Catalog,
             for i, s in enumerate(specs)]
 
 
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """What every replay of one task list on one cluster under one policy
+    shares, whatever the seed: the vGPU catalog, the policy's task mix and
+    the flavors (their PCI requests parsed once)."""
+
+    catalog: Catalog
+    mix: frag.TaskMix
+    flavors: Flavors
+
+    @classmethod
+    def of(cls, specs: ty.Sequence[cw.NodeSpec], tasks: ty.Sequence[cw.Task],
+           sharing: str, policy: Policy) -> "Setting":
+        catalog = Catalog.build(specs, tasks, sharing)
+        return cls(catalog, policy.mix(tasks, catalog.products),
+                   Flavors(catalog, tasks))
+
+
 class Candidates:
     """The hosts that pass the filters, per task shape (CPU, RAM, flavor).
 

@@ -31,12 +31,11 @@ def test_arrivals_reach_the_target_and_no_more():
 def test_replay_allocates_what_the_pools_hold(policy):
     nodes, tasks = _small()
     p = cs.POLICIES[policy]
-    catalog = cs.Catalog.build(nodes, tasks, capacity.BUDGET)
-    mix = cs.task_mix(tasks, catalog.products)
-    cluster = cs.build_nodes(nodes, catalog, p, mix)
+    setting = cs.Setting.of(nodes, tasks, capacity.BUDGET, p)
+    cluster = cs.build_nodes(nodes, setting.catalog, p, setting.mix)
     cap = sum(n.capacity_milli for n in cluster)
-    curve = cs.replay(cluster, cw.arrivals(tasks, cap, 42), cs.Flavors(
-        catalog, tasks), p.weigher(mix, tasks), 42)
+    curve = cs.replay(cluster, cw.arrivals(tasks, cap, 42), setting.flavors,
+                      p.weigher(setting.mix, tasks), 42)
     # the harness's count agrees with the GPUs' own budgets
     held = sum(round(1000 * (1 - cs.frag.free_share(g.state)))
                for n in cluster for g in n.gpus)
@@ -48,10 +47,9 @@ def test_replay_allocates_what_the_pools_hold(policy):
 def test_candidates_agree_with_filtering_every_host():
     nodes, tasks = _small()
     p = cs.POLICIES["bestfit"]
-    catalog = cs.Catalog.build(nodes, tasks, capacity.BUDGET)
-    mix = cs.task_mix(tasks, catalog.products)
-    flavors = cs.Flavors(catalog, tasks)
-    cluster = cs.build_nodes(nodes, catalog, p, mix)
+    setting = cs.Setting.of(nodes, tasks, capacity.BUDGET, p)
+    mix, flavors = setting.mix, setting.flavors
+    cluster = cs.build_nodes(nodes, setting.catalog, p, mix)
     cap = sum(n.capacity_milli for n in cluster)
     candidates = cs.Candidates(cluster)
     probes = tasks[:40]
@@ -77,10 +75,9 @@ def test_candidates_agree_with_filtering_every_host():
 def test_fgd_places_a_share_on_the_gpu_it_scored():
     nodes, tasks = _small()
     p = cs.POLICIES["fgd"]
-    catalog = cs.Catalog.build(nodes, tasks, capacity.BUDGET)
-    mix = cs.task_mix(tasks, catalog.products)
-    flavors = cs.Flavors(catalog, tasks)
-    cluster = cs.build_nodes(nodes, catalog, p, mix)
+    setting = cs.Setting.of(nodes, tasks, capacity.BUDGET, p)
+    mix, flavors = setting.mix, setting.flavors
+    cluster = cs.build_nodes(nodes, setting.catalog, p, mix)
     weigher = p.weigher(mix, tasks)
     share = next(t for t in tasks if t.is_share)
     node = cluster[0]
