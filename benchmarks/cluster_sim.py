@@ -268,6 +268,7 @@ Policy = policies.Policy
 POLICIES = policies.POLICIES
 task_mix = policies.task_mix
 weigh_bestfit = policies.weigh_bestfit
+Weigher = policies.Weigher
 _kind_of = policies._kind_of
 
 
